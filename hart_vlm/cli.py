@@ -1,0 +1,34 @@
+"""The `hart-vlm` command: a thin dispatcher over subcommands.
+
+Each command lives in its own module exposing `register(subparsers)`, which adds its parser
+and sets `func(args) -> int | None` on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from hart_vlm.data.assembly import cli as assembly_cli
+
+COMMAND_MODULES = (assembly_cli,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hart-vlm", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as error:  # bad arguments: usage message and exit status 2, no traceback
+        parser.error(str(error))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Datasets for hart-vlm. `hart_vlm.data.assembly` generates furniture-assembly guides."""

@@ -1,0 +1,275 @@
+"""Natural-language side of the guides: step texts, user prompts, captions and descriptions.
+
+Every noun phrase that names a part comes from the kind's closed vocabulary (kinds.VOCABULARY),
+and every template keeps the part being added out of prepositional phrases while the parts it
+is fixed to follow a preposition ("to", "onto", "between", ...): the checker's parser
+(parsing.py) relies on exactly that, and a test checks that it reads back every generated step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .furniture import Furniture
+from .kinds import GROUP_PHRASES, VOCABULARY
+
+# {part}: the part(s) added, with determiner; {target}: what they are fixed to; {hw}: hardware
+# (may be empty); {pron}/{they}/{s}/{its}: pronoun forms that agree with {part}.
+ACTIONS: dict[str, tuple[str, ...]] = {
+    "place_first": (
+        "Start by laying {part} flat on a soft, clean surface.",
+        "Begin by placing {part} on the floor where you will build.",
+        "Unpack {part} and set {pron} down in front of you.",
+        "First, put {part} in position.",
+        "Lay out {part} on a blanket so the finish does not get scratched.",
+        "Take {part} and stand {pron} upright to begin.",
+    ),
+    "place": (
+        "Next, stand {part} upright.",
+        "Set {part} in position as well.",
+        "Now place {part} beside what you have built so far.",
+        "Put {part} in place.",
+        "Take {part} and stand {pron} up.",
+    ),
+    "attach": (
+        "Attach {part} to {target}{hw}.",
+        "Fix {part} onto {target}{hw}.",
+        "Take {part} and fasten {pron} to {target}{hw}.",
+        "Line {part} up with {target} and secure {pron}{hw}.",
+        "Join {part} to {target}{hw}.",
+        "With {target} in place, attach {part}{hw}.",
+    ),
+    "insert": (
+        "Slide {part} between {target} and rest {pron} on the support pins.",
+        "Insert {part} between {target}{hw}.",
+        "Push {part} into place between {target}.",
+        "Fit {part} between {target}{hw}, level with the marks.",
+        "Set {part} on the pins inside {target}.",
+    ),
+    "lay": (
+        "Lay {part} on top of {target}{hw}.",
+        "Place {part} on {target} and fix {pron}{hw}.",
+        "Rest {part} across {target}{hw}.",
+        "Lower {part} onto {target}{hw}.",
+        "Put {part} on {target} and press {pron} down firmly.",
+    ),
+    "nail": (
+        "Nail {part} to the back of {target}{hw}.",
+        "Slide {part} into the grooves of {target}{hw}.",
+        "Fit {part} against the back of {target}{hw}.",
+        "Secure {part} across the back of {target}{hw}.",
+        "Position {part} behind {target} and fix {pron}{hw}.",
+    ),
+    "hang": (
+        "Hang {part} on {target}{hw}.",
+        "Mount {part} onto {target}{hw}.",
+        "Fit {part} to {target}{hw}, then open and close {pron} to test the hinges.",
+        "Attach {part} to {target}{hw}.",
+        "Take {part} and screw {pron} onto {target}{hw}.",
+    ),
+    "fit": (
+        "Slide {part} into {target}{hw}.",
+        "Push {part} into {target} all the way.",
+        "Insert {part} into {target}{hw}.",
+        "Fit {part} into {target}{hw}.",
+        "Put {part} into {target} and check that {they} slide{s} smoothly.",
+    ),
+}
+HARDWARE: dict[str, tuple[str, ...]] = {
+    "cam": (" with the cam bolts", " using the cam locks", " with four cam fittings",
+            " using the cam bolts and an Allen key"),
+    "screws": (" with the long screws", " using the supplied screws", " with four bolts and the Allen key",
+               " with the wood screws"),
+    "dowels": (" with the wooden dowels and a little glue", " using the dowels", " with the dowels and two screws"),
+    "pins": (" on the support pins", " at the marked holes", " on the four metal pins"),
+    "nails": (" with the small nails", " using the panel nails", " with the short nails and a hammer"),
+    "hinges": (" with the hinges", " using the hinge screws", " with the clip-on hinges"),
+    "brackets": (" with the metal brackets", " using the corner brackets", " with the brackets and bolts"),
+    "runners": (" on {its} runners", " along the metal runners", " on the runners"),
+    "strips": (" with the hook-and-loop strips", " using the fastening strips"),
+    "none": ("",),
+}
+NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+COUNTED = ("legs", "front legs", "back legs", "rungs", "slats")
+KIND_NOUNS = {"bed frame": "bed frame", "table": "table"}
+# "{size} {material} {kind}" unless a kind words it differently.
+NOUN_FORMS = {
+    ("bed frame", "small"): "single {material} bed frame",
+    ("bed frame", "medium"): "double {material} bed frame",
+    ("bed frame", "large"): "king-size {material} bed frame",
+    ("stool", "small"): "low {material} stool",
+    ("stool", "medium"): "counter-height {material} stool",
+    ("stool", "large"): "{material} bar stool",
+}
+VIEW_WORDS = {"front-left": "front left", "front-right": "front right", "high front-left": "upper left"}
+
+PROMPTS = (
+    "How do I assemble {a_desc}?",
+    "How do I put together {a_desc}?",
+    "Show me step by step how to build {a_desc}.",
+    "I bought {a_desc}. What do I do first?",
+    "Can you walk me through assembling {a_desc}?",
+    "Give me illustrated assembly instructions for {a_desc}.",
+    "I just unpacked {a_desc} and need help putting it together.",
+    "What are the steps to assemble {a_desc}?",
+)
+VIEW_REQUESTS = (
+    "Show each step from the {view}.",
+    "Draw the pictures from the {view}.",
+    "I'd like to see it from the {view}.",
+    "Please draw it as seen from the {view}.",
+    "Use a view from the {view}.",
+)
+DRAW_FULL = (
+    "Draw {a_desc} seen from the {view}.",
+    "Show me a picture of {a_desc}, viewed from the {view}.",
+    "Render {a_desc} from the {view}.",
+    "What does {a_desc} look like from the {view}?",
+    "Make an image of {a_desc} seen from the {view}.",
+)
+DRAW_PARTIAL = (
+    "Draw {a_desc} under assembly, seen from the {view}: only {present} {be} in place.",
+    "Show me {a_desc} from the {view}, partly built, with {present} fitted and nothing else.",
+    "Render a half-built {desc} from the {view}. So far only {present} {be} assembled.",
+    "Make an image of {a_desc} in progress, viewed from the {view}, showing just {present}.",
+    "Picture {a_desc} from the {view} while it is being built: {present} {be} done.",
+)
+DESCRIBE_ASKS = (
+    "Describe this picture.",
+    "What is shown in this image?",
+    "What do you see here?",
+    "Describe the furniture in this image.",
+    "Which parts are already assembled in this picture?",
+)
+DESCRIBE_FULL = (
+    "{A_desc}, seen from the {view}, fully assembled: {present}.",
+    "This is {a_desc} seen from the {view}. It is finished, with all its parts in place: {present}.",
+    "A finished {desc} viewed from the {view}. You can see {present}.",
+    "The picture shows {a_desc} from the {view}; every part is assembled: {present}.",
+    "{A_desc} from the {view}, complete with {present}.",
+)
+DESCRIBE_PARTIAL = (
+    "{A_desc} under assembly, seen from the {view}. In place: {present}. Still missing: {missing}.",
+    "This is a half-built {desc} viewed from the {view}. So far {present} {be} assembled; "
+    "{missing} {be_missing} not fitted yet.",
+    "The picture shows {a_desc} from the {view} in progress: {present} {be} in place, "
+    "while {missing} {be_missing} still to come.",
+    "A partly assembled {desc} seen from the {view}, with {present}; {missing} {be_missing} missing.",
+    "{A_desc} from the {view}, not finished yet: it has {present} but not {missing}.",
+)
+
+
+def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def _article(phrase: str) -> str:
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+def join_words(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def describe(furniture: Furniture, material: str, size: str) -> str:
+    """'small white bookcase with two shelves' (no article)."""
+    p, kind = furniture.params, furniture.kind
+    form = NOUN_FORMS.get((kind, size), "{size} {material} {kind}")
+    noun = form.format(size="medium-sized" if size == "medium" else size, material=material, kind=kind)
+    extras: list[str] = []
+    if kind == "bookcase":
+        extras.append(f"{NUMBERS[p['shelves']]} shel{'f' if p['shelves'] == 1 else 'ves'}")
+    elif kind == "table":
+        extras += [f"{NUMBERS[p['legs']]} legs"] if p["legs"] != 4 else []
+        extras += ["a lower shelf"] if p["lower_shelf"] else []
+    elif kind == "chair":
+        extras.append(f"{NUMBERS[p['backrest_slats']]} backrest slat{'s' * (p['backrest_slats'] > 1)}")
+    elif kind == "stool":
+        extras += [f"{NUMBERS[p['legs']]} legs"] + (["a cushion"] if p["cushion"] else [])
+    elif kind == "bed frame":
+        extras.append(f"{NUMBERS[p['slats']]} slats")
+    elif kind in ("cabinet", "wardrobe"):
+        extras.append(f"{NUMBERS[p['doors']]} door{'s' * (p['doors'] > 1)}")
+    elif kind in ("desk", "nightstand"):
+        n = p["drawers"]
+        if n == 0:
+            return noun + " without drawers"
+        extras.append(f"{NUMBERS[n]} drawer{'s' * (n > 1)}")
+    return noun + (" with " + join_words(extras) if extras else "")
+
+
+def part_phrase(furniture: Furniture, names: list[str], rng: np.random.Generator) -> str:
+    """A noun phrase with determiner naming exactly `names` (one part or a whole group)."""
+    vocab = VOCABULARY[furniture.kind]
+    if len(names) > 1:
+        group = furniture.part(names[0]).group
+        phrase = GROUP_PHRASES.get(group or "", "")
+        denoted = set(vocab.get(phrase, ())) & set(furniture.part_names)
+        if denoted == set(names) and rng.random() < 0.6:
+            if any(furniture.part(n).plural for n in names):  # "legs" = front legs + back legs
+                return f"{_pick(rng, ['the', 'all the'])} {phrase}"
+            quantifier = "both" if len(names) == 2 else "all the"
+            return f"{_pick(rng, [quantifier, 'the', 'the ' + NUMBERS[len(names)]])} {phrase}"
+        return join_words([part_phrase(furniture, [n], rng) for n in names])
+    name = names[0]
+    aliases = [a for a, parts in vocab.items() if parts == (name,) and a != name]
+    noun = name if not aliases or rng.random() < 0.6 else _pick(rng, aliases)
+    if name in COUNTED and rng.random() < 0.5:
+        return f"the {NUMBERS[len(furniture.part(name).boxes)]} {noun}"
+    return f"the {noun}"
+
+
+def step_text(furniture: Furniture, names: list[str], present: set[str], first: bool, rng: np.random.Generator) -> str:
+    """The instruction for a step that adds `names` to the parts already `present`."""
+    part = furniture.part(names[0])
+    plural = part.plural or len(names) > 1
+    action = part.action
+    if action == "place" and first:
+        action = "place_first"
+    target = ""
+    if part.targets:
+        usable = [phrase for phrase, needed in part.targets if set(needed) <= present]
+        if not usable:
+            raise ValueError(f"{part.name!r} is added before what it is fixed to; present: {sorted(present)}")
+        target = "the " + _pick(rng, usable)
+    hw = "" if rng.random() < 0.25 else _pick(rng, HARDWARE[part.hardware])
+    text = _pick(rng, ACTIONS[action]).format(
+        part=part_phrase(furniture, names, rng), target=target, hw=hw,
+        pron="them" if plural else "it", they="they" if plural else "it", s="" if plural else "s",
+    )
+    return text.replace("{its}", "their" if plural else "its")
+
+
+def prompt_text(desc: str, view: str, rng: np.random.Generator) -> str:
+    """A user request for the whole guide, naming the furniture and the camera view."""
+    ask = _pick(rng, PROMPTS).format(a_desc=_article(desc))
+    return f"{ask} {_pick(rng, VIEW_REQUESTS).format(view=VIEW_WORDS[view])}"
+
+
+def _the_parts(furniture: Furniture, names: list[str], rng: np.random.Generator) -> str:
+    return join_words([part_phrase(furniture, [n], rng) for n in names])
+
+
+def draw_request(furniture: Furniture, desc: str, view: str, present: list[str], rng: np.random.Generator) -> str:
+    """A user request for one picture of the furniture with exactly `present` assembled."""
+    fields = dict(a_desc=_article(desc), desc=desc, view=VIEW_WORDS[view])
+    if len(present) == len(furniture.parts):
+        return _pick(rng, DRAW_FULL).format(**fields)
+    be = "is" if len(present) == 1 and not furniture.part(present[0]).plural else "are"
+    return _pick(rng, DRAW_PARTIAL).format(present=_the_parts(furniture, present, rng), be=be, **fields)
+
+
+def description(furniture: Furniture, desc: str, view: str, present: list[str], rng: np.random.Generator) -> str:
+    """A description of a picture of the furniture with exactly `present` assembled."""
+    a_desc = _article(desc)
+    fields = dict(a_desc=a_desc, A_desc=a_desc[0].upper() + a_desc[1:], desc=desc, view=VIEW_WORDS[view],
+                  present=_the_parts(furniture, present, rng))
+    missing = [n for n in furniture.part_names if n not in present]
+    if not missing:
+        return _pick(rng, DESCRIBE_FULL).format(**fields)
+    plural = len(present) > 1 or furniture.part(present[0]).plural
+    plural_missing = len(missing) > 1 or furniture.part(missing[0]).plural
+    return _pick(rng, DESCRIBE_PARTIAL).format(
+        missing=_the_parts(furniture, missing, rng), be="are" if plural else "is",
+        be_missing="are" if plural_missing else "is", **fields)

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from hart_vlm.data.assembly import AssemblyChecker, generate_guide
+
+
+@pytest.fixture(scope="module")
+def guide():
+    return generate_guide(4, "validation", seed=0, resolution=64)
+
+
+@pytest.fixture(scope="module")
+def checker():
+    return AssemblyChecker()
+
+
+def test_ground_truth_scores_perfectly(guide, checker):
+    result = checker.score(guide, [(f"Step {k + 1}: {s.text}", s.image) for k, s in enumerate(guide.steps)])
+    assert result.order_valid and result.complete and result.step_count_match
+    assert [s.parts_added for s in result.steps] == [s.parts_added for s in guide.steps]
+    assert result.mean_psnr == checker.psnr_cap
+    assert result.mean_ssim == pytest.approx(1.0, abs=1e-6)
+    assert result.mean_iou == 1.0
+    assert all(s.part_iou and min(s.part_iou.values()) == 1.0 for s in result.steps)
+    assert all(np.array_equal(np.asarray(a), np.asarray(s.image)) for a, s in zip(result.implied_images, guide.steps))
+    summary = result.to_dict()
+    assert summary["order_valid"] and len(summary["steps"]) == len(guide.steps)
+
+
+def test_shuffled_guide_scores_poorly(guide, checker):
+    shuffled = [(s.text, s.image) for s in guide.steps][::-1]
+    result = checker.score(guide, shuffled)
+    assert not result.order_valid
+    assert result.complete  # the same parts, in a wrong order
+    assert result.mean_psnr < 25 and result.mean_iou < 0.6 and result.mean_ssim < 0.95
+
+
+def test_images_swapped_between_steps_lower_iou(guide, checker):
+    steps = [(s.text, guide.steps[-1].image) for s in guide.steps]  # right texts, every picture the last
+    result = checker.score(guide, steps)
+    assert result.order_valid
+    assert result.steps[-1].iou == 1.0
+    assert result.steps[0].iou < 0.8
+
+
+def test_text_only_missing_and_invalid_steps(guide, checker):
+    texts = [(s.text, None) for s in guide.steps[:-1]] + [("Admire your work.", None)]
+    result = checker.score(guide, texts)
+    assert result.mean_psnr is None and result.mean_iou is None
+    assert not result.steps[-1].valid and not result.order_valid
+    assert not result.complete and result.missing_parts == guide.steps[-1].parts_added
+    assert result.step_count_match
+
+
+def test_generated_images_are_resized_and_noise_costs_a_little(guide, checker):
+    rng = np.random.default_rng(0)
+    noisy = []
+    for s in guide.steps:
+        pixels = np.asarray(s.image.resize((128, 128), Image.NEAREST)).astype(int) + rng.integers(-6, 7, (128, 128, 3))
+        noisy.append((s.text, Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))))
+    result = checker.score(guide, noisy)
+    assert result.order_valid
+    assert 20 < result.mean_psnr < checker.psnr_cap
+    assert result.mean_iou > 0.6
+
+
+def test_bad_input(guide, checker):
+    with pytest.raises(TypeError, match="generated_steps"):
+        checker.score(guide, [("Step 1", "not an image")])
+    with pytest.raises(TypeError, match="guide"):
+        checker.score("bookcase", [])
+    with pytest.raises(ValueError, match="psnr_cap"):
+        AssemblyChecker(psnr_cap=0)

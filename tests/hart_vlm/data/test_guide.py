@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from hart_vlm.data.assembly import (
+    FURNITURE_KINDS,
+    HELDOUT,
+    MATERIALS,
+    SIZES,
+    SPLITS,
+    corpus_texts,
+    generate_caption_example,
+    generate_guide,
+    iter_guides,
+    plan_caption,
+    plan_guide,
+)
+from hart_vlm.data.assembly.furniture import MAX_STEPS, MIN_STEPS
+
+
+def _combo(plan):
+    return (plan.kind, plan.material, plan.size)
+
+
+def test_splits_are_disjoint_by_combination():
+    combos = {split: {_combo(plan_guide(i, split)) for i in range(600)} for split in SPLITS}
+    combos["caption-train"] = {_combo(plan_caption(i, "train").guide) for i in range(300)}
+    assert combos["heldout"] <= HELDOUT
+    for split in ("train", "validation", "caption-train"):
+        assert not combos[split] & combos["heldout"]
+        assert not combos[split] & HELDOUT
+    # The held-out combinations leave every kind, material and size in training.
+    train = combos["train"]
+    assert {c[0] for c in train} == set(FURNITURE_KINDS)
+    assert {c[1] for c in train} == set(MATERIALS)
+    assert {c[2] for c in train} == set(SIZES)
+    assert len(combos["heldout"]) == len(HELDOUT)
+
+
+def test_guide_index_does_not_depend_on_how_many_are_generated():
+    plans = [plan_guide(i, "validation", seed=5) for i in range(6)]
+    guides = list(iter_guides(2, "validation", seed=5, resolution=32, start=4))
+    assert [g.prompt for g in guides] == [p.prompt for p in plans[4:]]
+    assert [g.index for g in guides] == [4, 5]
+    assert plan_guide(0, "train", 0).prompt != plan_guide(0, "validation", 0).prompt
+
+
+def test_guide_structure_and_messages():
+    guide = generate_guide(3, "train", seed=0, resolution=64)
+    assert MIN_STEPS <= len(guide.steps) <= MAX_STEPS
+    assert guide.params["material"] in MATERIALS and guide.params["view"]
+    assert guide.furniture.order_is_valid([s.parts_added for s in guide.steps])
+    messages = guide.to_messages()
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[0]["content"] == [{"type": "text", "text": guide.prompt}]
+    content = messages[1]["content"]
+    assert len(content) == 2 * len(guide.steps)
+    for k, step in enumerate(guide.steps):
+        assert content[2 * k] == {"type": "text", "text": f"Step {k + 1}: {step.text}"}
+        assert content[2 * k + 1]["type"] == "image" and content[2 * k + 1]["image"] is step.image
+        assert step.image.size == (64, 64) and step.image.mode == "RGB"
+    paths = [f"images/x_{k}.png" for k in range(len(guide.steps))]
+    assert guide.to_messages("path", paths)[1]["content"][1]["image"] == paths[0]
+    with pytest.raises(ValueError, match="image_paths"):
+        guide.to_messages("path", paths[:1])
+    with pytest.raises(ValueError, match="image_format"):
+        guide.to_messages("jpeg")
+
+
+def test_caption_examples():
+    tasks = set()
+    for index in range(12):
+        example = generate_caption_example(index, "train", seed=0, resolution=32)
+        user, assistant = example["messages"]
+        assert (user["role"], assistant["role"]) == ("user", "assistant")
+        tasks.add((tuple(i["type"] for i in user["content"]), tuple(i["type"] for i in assistant["content"])))
+        images = [i["image"] for m in example["messages"] for i in m["content"] if i["type"] == "image"]
+        assert len(images) == 1 and isinstance(images[0], Image.Image)
+    assert tasks == {(("text",), ("image",)), (("image", "text"), ("text",))}
+
+
+def test_corpus_texts_is_deterministic_and_covers_all_texts():
+    texts = list(corpus_texts(20, seed=1))
+    assert texts == list(corpus_texts(20, seed=1))
+    plan = plan_guide(7, "heldout", seed=1)
+    assert plan.prompt in texts and f"Step 1: {plan.step_texts[0]}" in texts
+    described = [plan_caption(i, "validation", 1) for i in range(20)]
+    assert all(c.user_text in texts for c in described)
+    assert all(c.assistant_text in texts for c in described if c.assistant_text)
+    assert len(set(texts)) > 0.8 * len(texts)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="split"):
+        plan_guide(0, "test")
+    with pytest.raises(ValueError, match="index"):
+        generate_guide(-1)
+    with pytest.raises(ValueError, match="seed"):
+        plan_guide(0, "train", seed=-3)
+    with pytest.raises(ValueError, match="resolution"):
+        generate_guide(0, resolution=4)
+    with pytest.raises(ValueError, match="num"):
+        next(iter_guides(-1))
+    with pytest.raises(ValueError, match="num_guides"):
+        next(corpus_texts(2.5))
+
+
+def test_rng_is_per_guide():
+    a = np.asarray(generate_guide(1, seed=9, resolution=32).steps[0].image)
+    list(iter_guides(3, seed=9, resolution=32))  # other guides in between change nothing
+    assert np.array_equal(a, np.asarray(generate_guide(1, seed=9, resolution=32).steps[0].image))
