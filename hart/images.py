@@ -1,0 +1,77 @@
+"""PIL ↔ tensor conversion and resizing for the tokenizer (images as floats in [-1, 1])."""
+from __future__ import annotations
+
+import os
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+ImageLike = Union[Image.Image, np.ndarray]
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image file as RGB; a missing or unreadable file raises ValueError naming it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError as err:
+        raise ValueError(f"image file not found: {os.fspath(path)!r}") from err
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"cannot read image file {os.fspath(path)!r}: {err}") from err
+
+
+def to_pil(image: ImageLike) -> Image.Image:
+    """A PIL image, or an (H, W, 3) / (H, W) uint8 array, as an RGB PIL image."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB") if image.mode != "RGB" else image
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise ValueError(
+                f"image array must be uint8 with shape (H, W), (H, W, 3) or (H, W, 4), got {image.dtype} {image.shape}"
+            )
+        return Image.fromarray(image).convert("RGB")
+    raise TypeError(f"image must be a PIL.Image or a uint8 numpy array, got {type(image).__name__}")
+
+
+def resize_center_crop(image: ImageLike, size: int) -> Image.Image:
+    """Scale the shorter side to `size` (bicubic), then cut the centred size x size square."""
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    image = to_pil(image)
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=None)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def pil_to_tensor(image: ImageLike) -> torch.Tensor:
+    """RGB image → float tensor (3, H, W) in [-1, 1]."""
+    array = np.asarray(to_pil(image), dtype=np.float32)  # (H, W, 3) in [0, 255]
+    return torch.from_numpy(array).permute(2, 0, 1).div(127.5).sub(1.0).contiguous()
+
+
+def images_to_tensor(images: ImageLike | Sequence[ImageLike], size: int) -> torch.Tensor:
+    """One or more images → (B, 3, size, size) in [-1, 1], each resized and centre-cropped."""
+    if isinstance(images, (Image.Image, np.ndarray)):
+        images = [images]
+    if len(images) == 0:
+        raise ValueError("images must hold at least one image")
+    return torch.stack([pil_to_tensor(resize_center_crop(image, size)) for image in images])
+
+
+def tensor_to_pil(images: torch.Tensor) -> Image.Image | list[Image.Image]:
+    """(3, H, W) → one PIL image; (B, 3, H, W) → a list. Values in [-1, 1] (clamped)."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() not in (3, 4) or images.shape[-3] != 3:
+        raise ValueError(f"images must be (3, H, W) or (B, 3, H, W), got {tuple(images.shape)}")
+    pixels = ((images.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    pixels = pixels.movedim(-3, -1).cpu().numpy()  # (..., H, W, 3)
+    if pixels.ndim == 3:
+        return Image.fromarray(pixels)
+    return [Image.fromarray(p) for p in pixels]
