@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 
+from hart_vlm import cli_generate
 from hart_vlm.data.assembly import cli as assembly_cli
 
-COMMAND_MODULES = (assembly_cli,)
+COMMAND_MODULES = (cli_generate, assembly_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,112 @@
+"""`hart-vlm story` and `hart-vlm chat`: interleaved generation from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    story = subparsers.add_parser("story", help="write a step-by-step guide with a picture per step")
+    story.add_argument("prompt", help='e.g. "How do I assemble a two-shelf white bookcase?"')
+    story.add_argument("--out", required=True, type=Path, help="folder for index.html, storyboard.png, step_XX.png, story.json")
+    _model_arguments(story)
+    story.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: as the model writes)")
+    story.set_defaults(func=run_story)
+
+    chat = subparsers.add_parser("chat", help="a terminal chat; images are saved and their paths printed")
+    chat.add_argument("--out", type=Path, default=Path("chat_images"), help="folder for the images of the chat")
+    _model_arguments(chat)
+    chat.set_defaults(func=run_chat)
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="a saved HartVLM folder (default: the embedded default model)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance of the images")
+    parser.add_argument("--temperature", type=float, default=None, help="text sampling temperature (0 = greedy)")
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--discrete-only", action="store_true", help="decode without the residual diffusion head")
+
+
+def _load(args):
+    import torch
+
+    from .default_model import load_default
+    from .modeling_hart_vlm import HartVLM
+
+    if args.model is None:
+        return load_default(device=args.device)
+    return HartVLM.from_pretrained(args.model).to(torch.device(args.device)).eval()
+
+
+def _sampling(args) -> dict:
+    out = {}
+    for name in ("cfg", "temperature", "max_new_tokens"):
+        value = getattr(args, name)
+        if value is not None:
+            out[name] = value
+    if args.discrete_only:
+        out["use_residual"] = False
+    return out
+
+
+def run_story(args) -> int:
+    from .story import ImageDone, TextDelta
+
+    start = time.perf_counter()
+    model = _load(args)
+    print(f"model loaded in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    count = {"images": 0}
+
+    def progress(event) -> None:
+        if isinstance(event, TextDelta):
+            print(event.text, end="", flush=True)
+        elif isinstance(event, ImageDone):
+            count["images"] += 1
+            print(f"  [picture {count['images']}]", flush=True)
+
+    story = model.generate_story(args.prompt, num_steps=args.steps, seed=args.seed, on_event=progress, **_sampling(args))
+    folder = story.save(args.out)
+    print(f"\n{len(story.steps)} steps in {time.perf_counter() - start:.1f} s")
+    print(f"story: {folder / 'index.html'}\nstoryboard: {folder / 'storyboard.png'}")
+    return 0
+
+
+def run_chat(args) -> int:
+    from .story import ImageDone, TextDelta
+
+    model = _load(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    messages: list[dict] = []
+    n_saved = 0
+    print("hart-vlm chat: type a message, an empty line or Ctrl-D quits.")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        messages.append({"role": "user", "content": [{"type": "text", "text": line}]})
+        print("model> ", end="", flush=True)
+        content = []
+        for event in model.chat(messages, stream=True, seed=args.seed + len(messages), **_sampling(args)):
+            if isinstance(event, TextDelta):
+                print(event.text, end="", flush=True)
+                if content and content[-1]["type"] == "text":
+                    content[-1]["text"] += event.text
+                else:
+                    content.append({"type": "text", "text": event.text})
+            elif isinstance(event, ImageDone):
+                n_saved += 1
+                path = args.out / f"image_{n_saved:03d}.png"
+                event.image.save(path)
+                content.append({"type": "image", "image": event.image})
+                print(f"\n[image: {path}]", flush=True)
+        print()
+        messages.append({"role": "assistant", "content": content or [{"type": "text", "text": ""}]})
+    return 0

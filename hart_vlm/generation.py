@@ -1,0 +1,311 @@
+"""Interleaved text-and-image generation over one KV cache (DESIGN.md §3, §5).
+
+Text mode samples one text token per forward pass. When `<|image_start|>` is fed (sampled or
+forced), image mode runs one forward pass per scale (next-scale prediction, HART §3): it samples
+the scale's codes with classifier-free guidance, updates the tokenizer's f_hat and feeds the next
+scale's inputs; on the last scale the residual diffusion head adds the continuous residual, the
+hybrid decoder paints the picture, and the context block with `<|image_end|>` is fed so that the
+text after the image sees it. Then text mode resumes, on the same cache.
+
+Batches run in lock-step: a row that waits (its image is not being drawn, or it has finished)
+is fed masked padding positions, so every row's cache keeps the same length. Classifier-free
+guidance doubles the rows: row b + B is the unconditional twin of row b; it is fed the same
+inputs, but while an image is drawn its attention mask hides everything before that image's
+`<|image_start|>` (the same view that context dropout gives during training).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from transformers import DynamicCache
+
+from hart.images import tensor_to_pil
+
+from . import special_tokens as st
+from .layout import TEXT_BLOCK
+from .sampling import SamplingConfig, apply_repetition_penalty, sample_from_logits
+from .story import ChatResponse, Done, ImageDone, ImagePreview, TextDelta
+
+
+@dataclass
+class _Feed:
+    """What one forward pass appends to every row."""
+
+    embeds: torch.Tensor  # (R, q, D)
+    real: torch.Tensor  # (R, q) bool: False = padding
+    block: torch.Tensor  # (R, q) block ids
+
+
+class InterleavedGenerator:
+    """Runs one batch of prompts to the end of the assistant turn, yielding stream events."""
+
+    def __init__(self, model, sampling: SamplingConfig, generator: torch.Generator | None = None):
+        if model.processor is None:
+            raise ValueError("the model has no processor attached; load it with from_pretrained/load_default/from_components")
+        self.model = model
+        self.s = sampling
+        self.generator = generator
+        self.vocab = model.vocab
+        self.layout = model.layout
+        self.tok = model.image_tokenizer
+        tokenizer = model.processor.tokenizer
+        self.tokenizer = tokenizer
+        banned = [tokenizer.convert_tokens_to_ids(t) for t in (st.IMAGE_END, st.IMAGE_PLACEHOLDER, st.PAD, *st.ROLE_TOKENS.values())]
+        self.banned_text_ids = torch.tensor(sorted(set(banned)))
+        self.stop_ids = {self.vocab.end_of_turn_id}
+        if tokenizer.eos_token_id is not None:
+            self.stop_ids.add(tokenizer.eos_token_id)
+        self.force_re = re.compile(sampling.force_image_after) if sampling.force_image_after else None
+        self._next_block = 0
+
+    # -- cache bookkeeping --------------------------------------------------------------------
+    def _feed(self, feed: _Feed) -> torch.Tensor:
+        """Appends one block of positions to every row and returns their hidden states (R, q, D)."""
+        real = feed.real.long()
+        position_ids = self.next_pos[:, None] + (real.cumsum(-1) - 1).clamp(min=0)
+        self.mask = torch.cat([self.mask, real], dim=1)
+        self.blocks = torch.cat([self.blocks, feed.block], dim=1)
+        hidden, self.cache = self.model.run_backbone(
+            feed.embeds, self.mask, self.blocks, position_ids, past_key_values=self.cache, use_cache=True
+        )
+        self.next_pos = self.next_pos + real.sum(-1)
+        return hidden
+
+    def _new_block_id(self) -> int:
+        self._next_block += 1
+        return self._next_block
+
+    def _rows_for(self, rows: torch.Tensor) -> torch.Tensor:
+        """Cond rows -> the rows that compute for them (cond and, with CFG, uncond twins)."""
+        return torch.cat([rows, rows + self.B]) if self.cfg_on else rows
+
+    # -- the loop -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None) -> Iterator:
+        model, s = self.model, self.s
+        B = input_ids.shape[0]
+        self.B = B
+        self.cfg_on = s.cfg > 0 or (s.use_residual and s.head_cfg > 0)
+        R = 2 * B if self.cfg_on else B
+        device = input_ids.device
+
+        # prefill (left-padded prompts end together)
+        embeds, blocks, _, _ = model.embed_inputs(input_ids, pixel_values)
+        self._next_block = int(blocks.max()) + 1 if blocks.numel() else 0
+        if self.cfg_on:
+            embeds, blocks, attention_mask = embeds.repeat(2, 1, 1), blocks.repeat(2, 1), attention_mask.repeat(2, 1)
+        self.cache = DynamicCache(config=model.backbone.config)
+        self.mask = attention_mask.new_zeros((R, 0))
+        self.blocks = blocks.new_zeros((R, 0))
+        self.next_pos = torch.zeros(R, dtype=torch.long, device=device)
+        hidden = self._feed(_Feed(embeds, attention_mask.bool(), blocks))[:, -1:]  # (R, 1, D)
+
+        history: list[list[int]] = [[] for _ in range(B)]  # generated text ids, for the penalty
+        self.history = history
+        segment: list[list[int]] = [[] for _ in range(B)]  # text ids since the last image
+        emitted = [""] * B  # decoded text of `segment` already streamed
+        parts: list[list] = [[] for _ in range(B)]
+        n_images = [0] * B
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        steps = 0
+        while not bool(done.all()) and steps < s.max_new_tokens:
+            steps += 1
+            token = self._next_text_token(hidden[:B, -1], history, segment, n_images, done)  # (B,)
+            for b in range(B):
+                if done[b]:
+                    continue
+                t = int(token[b])
+                if t in self.stop_ids:
+                    done[b] = True
+                    continue
+                if t != self.vocab.image_start_id:
+                    history[b].append(t)
+                    segment[b].append(t)
+                    text = self.tokenizer.decode(segment[b], skip_special_tokens=True)
+                    if not text.endswith("\ufffd") and len(text) > len(emitted[b]):
+                        delta = text[len(emitted[b]):]
+                        emitted[b] = text
+                        yield TextDelta(delta, row=b)
+            active = ~done
+            token = torch.where(active, token, torch.full_like(token, self.vocab.pad_id))
+            is_image = active & (token == self.vocab.image_start_id)
+            ids = token[:, None].repeat(2, 1) if self.cfg_on else token[:, None]
+            real = (active[:, None].repeat(2, 1) if self.cfg_on else active[:, None])
+            if self.cfg_on and bool(is_image.any()):
+                # the unconditional twin of an image row sees only this image from here on
+                twins = is_image.nonzero()[:, 0] + B
+                self.mask[twins] = 0
+            feed = _Feed(model.embed_ids(ids), real, torch.full_like(ids, TEXT_BLOCK))
+            hidden = self._feed(feed)
+            if bool(is_image.any()):
+                rows = is_image.nonzero()[:, 0]
+                for b in rows.tolist():
+                    yield from self._flush_text(b, segment, emitted, parts)
+                events, images, h_end = self._draw_images(rows, hidden[self._rows_for(rows), -1])
+                for event in events:
+                    yield event
+                for i, b in enumerate(rows.tolist()):
+                    parts[b].append(images[i])
+                    n_images[b] += 1
+                    yield ImageDone(images[i], row=b)
+                    if s.max_images is not None and n_images[b] >= s.max_images and s.force_image_after:
+                        done[b] = True  # a forced-image story is complete with its last image
+                hidden = hidden.clone()
+                hidden[self._rows_for(rows), -1] = h_end
+        for b in range(B):
+            yield from self._flush_text(b, segment, emitted, parts)
+            yield Done(ChatResponse(parts=parts[b]), row=b)
+
+    def _flush_text(self, b, segment, emitted, parts) -> Iterator[TextDelta]:
+        """Closes row b's text segment: streams what was held back (an incomplete character) so
+        that the streamed deltas always add up to the saved text."""
+        text = self.tokenizer.decode(segment[b], skip_special_tokens=True)
+        if not text.startswith(emitted[b]):
+            text = emitted[b]  # the decoder re-spaced earlier text: what was streamed stands
+        if len(text) > len(emitted[b]):
+            yield TextDelta(text[len(emitted[b]):], row=b)
+        if text:
+            parts[b].append(text)
+        segment[b].clear()
+        emitted[b] = ""
+
+    def _next_text_token(self, hidden_BD, history, segment, n_images, done) -> torch.Tensor:
+        s = self.s
+        logits = self.model.text_logits(hidden_BD).float()  # (B, T): text mode never samples image codes
+        logits[:, self.banned_text_ids.to(logits.device)] = float("-inf")
+        for b in range(self.B):
+            if s.max_images is not None and n_images[b] >= s.max_images:
+                logits[b, self.vocab.image_start_id] = float("-inf")
+        logits = apply_repetition_penalty(logits, history, s.repetition_penalty)
+        token = sample_from_logits(logits, s.temperature, s.top_k, s.top_p, self.generator)
+        if self.force_re is not None:
+            for b in range(self.B):
+                allowed = s.max_images is None or n_images[b] < s.max_images
+                if not done[b] and allowed and segment[b]:
+                    text = self.tokenizer.decode(segment[b], skip_special_tokens=True)
+                    if self.force_re.search(text):
+                        token[b] = self.vocab.image_start_id
+        return token
+
+    # -- image mode ---------------------------------------------------------------------------
+    def _draw_images(self, rows: torch.Tensor, h_start: torch.Tensor):
+        """Draws one image for each cond row in `rows` (n,), given the hidden states at their
+        <|image_start|> (n or 2n, D). Returns (preview events, PIL images, hidden at <|image_end|>)."""
+        if self.s.image_mode == "raster":
+            return self._draw_raster(rows, h_start)
+        model, s, layout, tok = self.model, self.s, self.layout, self.tok
+        n = rows.shape[0]
+        K = layout.num_scales
+        compute_rows = self._rows_for(rows)
+        f_hat = tok.init_f_hat(n, device=h_start.device, dtype=h_start.dtype)
+        h = h_start[:, None]  # (n or 2n, 1, D)
+        events = []
+        for k in range(K):
+            codes = self._sample_codes(h, k)  # (n, pn_k²)
+            f_hat, next_in = tok.next_scale_step(f_hat, k, codes)
+            if s.preview_every and (k + 1) % s.preview_every == 0 and k < K - 1:
+                preview = tok.decode_latent(f_hat)
+                for i, b in enumerate(rows.tolist()):
+                    events.append(ImagePreview(tensor_to_pil(preview[i]), scale_index=k, num_scales=K, row=b))
+            if k == K - 1:
+                break
+            embeds = model.embed_image_inputs(next_in.to(h.dtype), positions=layout.input_block(k + 1))
+            h = self._feed_rows(compute_rows, embeds)
+        latent = f_hat
+        if s.use_residual:
+            latent = f_hat + self._sample_residual(h, codes)
+        images = tok.decode_latent(latent)
+        pil = [tensor_to_pil(img) for img in images]
+        # context block (optional) + <|image_end|>
+        end_ids = torch.full((n, 1), self.vocab.image_end_id, device=h.device)
+        tail = model.embed_ids(end_ids)
+        if layout.context_block:
+            ctx = model.embed_image_inputs(latent.flatten(2).transpose(1, 2).to(h.dtype), positions=layout.input_block(K))
+            tail = torch.cat([ctx, tail], dim=1)
+        h_end = self._feed_rows(compute_rows, tail, last_is_text=True)[:, -1]
+        if self.cfg_on:
+            twins = rows + self.B
+            self.mask[twins] = self.mask[rows]  # back to mirroring the cond row
+        return events, pil, h_end
+
+    def _feed_rows(self, compute_rows: torch.Tensor, embeds_nqD: torch.Tensor, last_is_text: bool = False) -> torch.Tensor:
+        """Feeds `embeds` (n, q, D) to the cond rows (and the same to their twins); all other rows
+        get padding. Returns the hidden states of the computing rows (n or 2n, q, D)."""
+        R = self.mask.shape[0]
+        q = embeds_nqD.shape[1]
+        if self.cfg_on:
+            embeds_nqD = embeds_nqD.repeat(2, 1, 1)
+        full = embeds_nqD.new_zeros((R, q, embeds_nqD.shape[-1]))
+        full[compute_rows] = embeds_nqD
+        real = torch.zeros((R, q), dtype=torch.bool, device=full.device)
+        real[compute_rows] = True
+        block = torch.full((R, q), TEXT_BLOCK, dtype=torch.long, device=full.device)
+        n_block = q - 1 if last_is_text else q
+        if n_block:
+            block[compute_rows, :n_block] = self._new_block_id()
+        return self._feed(_Feed(full, real, block))[compute_rows]
+
+    def _guided(self, logits: torch.Tensor, guidance: float) -> torch.Tensor:
+        """(n or 2n, ...) -> (n, ...): (1 + t) cond - t uncond (HART_REFERENCE §5)."""
+        if not self.cfg_on:
+            return logits
+        cond, uncond = logits.chunk(2)
+        return cond if guidance == 0 else (1 + guidance) * cond - guidance * uncond
+
+    def _sample_codes(self, h: torch.Tensor, k: int) -> torch.Tensor:
+        s = self.s
+        logits = self.model.image_logits(h).float()  # (n or 2n, pn², V)
+        logits = self._guided(logits, s.scale_guidance(k, self.layout.num_scales))
+        return sample_from_logits(logits, s.image_temperature, s.scale_top_k(k), s.image_top_p, self.generator)
+
+    def _sample_residual(self, h_last: torch.Tensor, codes_nL: torch.Tensor) -> torch.Tensor:
+        """Residual head on every last-scale position -> (n, z, pn_K, pn_K)."""
+        s, model = self.s, self.model
+        n, L = codes_nL.shape
+        pn = self.layout.v_patch_nums[-1]
+        code_vecs = model.codebook()[codes_nL].to(h_last.dtype)  # (n, L, z)
+        if self.cfg_on:
+            code_vecs = code_vecs.repeat(2, 1, 1)
+        cond = model.bridge.head_condition(h_last, code_vecs)  # (n or 2n, L, D)
+        uncond = None
+        if self.cfg_on:
+            cond, uncond = cond.chunk(2)
+            uncond = uncond.flatten(0, 1)
+        head_cfg = s.head_cfg if self.cfg_on else 0.0
+        res = model.diffusion_head.sample(
+            cond.flatten(0, 1), num_steps=s.diffusion_steps, cfg=head_cfg, temperature=s.diffusion_temperature,
+            generator=self.generator, uncond_NC=uncond if head_cfg > 0 else None,
+        )  # (n * L, z)
+        return res.reshape(n, pn, pn, -1).permute(0, 3, 1, 2).to(h_last.dtype)
+
+    def _draw_raster(self, rows: torch.Tensor, h_start: torch.Tensor):
+        """The Chameleon / Liquid / Emu3 way, for the speed benchmark and ablations: the last
+        scale's codes one per forward pass in raster order, each position fed word_embed of the
+        previous code plus its 2-D position embedding. Discrete-only, no context block."""
+        model, layout, tok, s = self.model, self.layout, self.tok, self.s
+        n, K = rows.shape[0], layout.num_scales
+        pn = layout.v_patch_nums[-1]
+        compute_rows = self._rows_for(rows)
+        pos_LD = model.bridge.position_embeddings()[layout.input_block(K - 1)]  # last-scale grid
+        h = h_start[:, None]
+        codes = []
+        for i in range(pn * pn):
+            code = self._sample_codes(h, K - 1)[:, 0]  # (n,)
+            codes.append(code)
+            if i == pn * pn - 1:
+                break
+            vec = model.codebook()[code].to(h.dtype)
+            embeds = (model.bridge.word_embed(vec) + pos_LD[i])[:, None]
+            h = self._feed_rows(compute_rows, embeds, last_is_text=True)
+        codes_nL = torch.stack(codes, dim=1)
+        latent = model.codebook()[codes_nL].reshape(n, pn, pn, -1).permute(0, 3, 1, 2)
+        pil = [tensor_to_pil(img) for img in tok.decode_latent(latent)]
+        end_ids = torch.full((n, 1), self.vocab.image_end_id, device=h.device)
+        h_end = self._feed_rows(compute_rows, model.embed_ids(end_ids), last_is_text=True)[:, -1]
+        if self.cfg_on:
+            self.mask[rows + self.B] = self.mask[rows]
+        return [], pil, h_end

@@ -1,0 +1,544 @@
+"""`HartVLM`: one causal LM that reads and writes text and HART's multi-scale image codes.
+
+Data flow (DESIGN.md §1-4), top to bottom in this file:
+
+    input_ids + pixel_values
+      -> HART tokenizer: codes per scale, teacher-forcing inputs, continuous residual
+      -> embeddings: text rows of the backbone's table; image positions get
+         word_embed(scale input) + scale embedding + 2-D position embedding
+      -> backbone (block-causal mask: a scale attends to itself and everything before)
+      -> text logits (backbone's LM head) | image-code logits (image head) | residual diffusion head
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
+from transformers.cache_utils import Cache
+from transformers.masking_utils import create_causal_mask
+from transformers.utils import ModelOutput
+
+from hart.diffusion_head import ResidualDiffusionHead
+from hart.tokenizer import HybridTokenizer
+from hart.tokenizer_config import HybridTokenizerConfig
+
+from .configuration_hart_vlm import HartVLMConfig, special_token_ids
+from .layout import TEXT_BLOCK, ImageLayout
+
+IGNORE_INDEX = -100
+# A step's text ends at the end of its first line: "Step 3: Attach the door to the left side."
+STEP_END_PATTERN = r"Step \d+:[^\n]*[.!?]\s*$"
+
+
+@dataclass
+class HartVLMOutput(ModelOutput):
+    """Output of :meth:`HartVLM.forward`.
+
+    `logits` cover the whole shared vocabulary, (B, L, T + V): the first T columns are the
+    backbone's own text logits, the last V the image-code logits.
+    """
+
+    loss: torch.Tensor | None = None
+    text_loss: torch.Tensor | None = None
+    image_loss: torch.Tensor | None = None
+    diffusion_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    hidden_states: torch.Tensor | None = None
+    past_key_values: Cache | None = None
+
+
+# ------------------------------------------------------------------------------------------------
+# The bridge between the backbone's hidden space and HART's latent space
+# ------------------------------------------------------------------------------------------------
+class ImageBridge(nn.Module):
+    """`word_embed` (z -> hidden, shared by scale inputs, code tokens and the context block), the
+    scale and 2-D position embeddings of the image positions, the image-code output rows, and the
+    norm of the diffusion head's condition (HART_REFERENCE §4)."""
+
+    def __init__(self, hidden_size: int, z_channels: int, codebook_size: int, layout: ImageLayout):
+        super().__init__()
+        self.layout = layout
+        self.word_embed = nn.Linear(z_channels, hidden_size)
+        # One row per scale, plus one for the context block (index K).
+        self.scale_embed = nn.Embedding(layout.num_scales + 1, hidden_size)
+        side = layout.v_patch_nums[-1]
+        # A learned grid at the finest scale; coarser scales see it area-resized, so a position
+        # embedding means "where in the picture" whatever the scale.
+        self.pos_embed = nn.Parameter(torch.empty(1, hidden_size, side, side))
+        self.image_head = nn.Linear(hidden_size, codebook_size)
+        self.cond_norm = nn.LayerNorm(hidden_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.word_embed.weight, std=0.02)
+        nn.init.zeros_(self.word_embed.bias)
+        nn.init.normal_(self.scale_embed.weight, std=0.02)
+        nn.init.normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.image_head.weight, std=0.02)
+        nn.init.zeros_(self.image_head.bias)
+        self.cond_norm.reset_parameters()
+
+    def position_embeddings(self) -> torch.Tensor:
+        """(num_input_positions, D): scale + 2-D position embedding of every input position."""
+        grids = []
+        for k, pn in enumerate(self.layout.v_patch_nums):
+            if k == 0:
+                continue
+            grids.append(self._grid(pn))
+        if self.layout.context_block:
+            grids.append(self._grid(self.layout.v_patch_nums[-1]))
+        pos_LD = torch.cat(grids, dim=0)
+        scale_index = self.layout.input_scale_index.to(pos_LD.device)
+        return pos_LD + self.scale_embed(scale_index)
+
+    def _grid(self, pn: int) -> torch.Tensor:
+        grid = self.pos_embed if pn == self.pos_embed.shape[-1] else F.interpolate(self.pos_embed, size=(pn, pn), mode="area")
+        return grid.flatten(2).transpose(1, 2)[0]  # (pn*pn, D)
+
+    def head_condition(self, hidden_ND: torch.Tensor, code_vectors_NZ: torch.Tensor) -> torch.Tensor:
+        """Condition of the residual head at a last-scale position: norm(h + word_embed(code))."""
+        return self.cond_norm(hidden_ND + self.word_embed(code_vectors_NZ))
+
+
+# ------------------------------------------------------------------------------------------------
+# The model
+# ------------------------------------------------------------------------------------------------
+class HartVLMPreTrainedModel(PreTrainedModel):
+    config_class = HartVLMConfig
+    base_model_prefix = "hart_vlm"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    # No ties of its own; an empty mapping (not None) tells peft to collect the backbone's tie
+    # (lm_head <-> embed_tokens) from the submodules, so that trainable token rows are shared.
+    _tied_weights_keys: dict[str, str] = {}
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The HART tokenizer and the diffusion head initialise themselves in their constructors
+        # (the head's zero-initialised modulation must survive); the backbone is a PreTrainedModel
+        # and gets its own init. Only the bridge is ours to reset here.
+        if isinstance(module, ImageBridge):
+            module.reset_parameters()
+
+
+class HartVLM(HartVLMPreTrainedModel):
+    def __init__(self, config: HartVLMConfig, backbone: PreTrainedModel | None = None):
+        super().__init__(config)
+        # 1. the LLM backbone over the text vocabulary [0, T)
+        if backbone is not None:
+            # a pretrained backbone keeps its weights: post_init must not re-initialise it
+            for module in backbone.modules():
+                module._is_hf_initialized = True
+        self.backbone = backbone if backbone is not None else AutoModelForCausalLM.from_config(config.text_config)
+        # 2. HART's hybrid tokenizer (frozen: the LLM learns to speak its codes)
+        self.image_tokenizer = HybridTokenizer(config.image_tokenizer)
+        self.image_tokenizer.requires_grad_(False)
+        # 3. bridge: latent <-> hidden, scale/position embeddings, image-code output rows
+        hidden = config.text_config.hidden_size
+        self.bridge = ImageBridge(hidden, config.image_tokenizer.z_channels, config.image_tokenizer.vocab_size, config.layout)
+        # 4. residual diffusion head on the last scale
+        self.diffusion_head = ResidualDiffusionHead(config.head)
+        self.layout = config.layout
+        self.vocab = config.vocabulary
+        self.processor = None  # a HartVLMProcessor, attached by from_pretrained / load_default
+        self.post_init()
+
+    # -- Hugging Face plumbing ----------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Module:
+        return self.backbone.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.backbone.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.backbone.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.backbone.set_output_embeddings(value)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.image_tokenizer.eval()  # frozen, also its dropout
+        return self
+
+    # -- embeddings ---------------------------------------------------------------------------
+    def codebook(self) -> torch.Tensor:
+        return self.image_tokenizer.quantize.embedding.weight  # (V, z)
+
+    def embed_ids(self, input_ids_BL: torch.Tensor) -> torch.Tensor:
+        """Embeddings of vocabulary ids: text rows from the backbone's table, image-code ids through
+        the codebook and `word_embed` (DESIGN.md §2: the code rows are tied to the codebook)."""
+        is_code = self.vocab.is_image_code(input_ids_BL)
+        text_ids = torch.where(is_code, torch.zeros_like(input_ids_BL), input_ids_BL)
+        if text_ids.numel() and (int(text_ids.max()) >= self.vocab.text_vocab_size or int(text_ids.min()) < 0):
+            raise ValueError(f"input_ids must lie in [0, {self.vocab.size}) (text ids then image-code ids)")
+        embeds_BLD = self.get_input_embeddings()(text_ids)
+        if bool(is_code.any()):
+            codes = input_ids_BL[is_code] - self.vocab.image_offset
+            code_embeds = self.bridge.word_embed(self.codebook()[codes]).to(embeds_BLD.dtype)
+            embeds_BLD = embeds_BLD.masked_scatter(is_code.unsqueeze(-1), code_embeds)
+        return embeds_BLD
+
+    def embed_image_inputs(self, latents_NLZ: torch.Tensor, positions: slice | None = None) -> torch.Tensor:
+        """Embeddings of image input positions: word_embed(latent) + scale + 2-D position.
+        `positions` selects a slice of the layout's input positions (default: all of them)."""
+        pos_LD = self.bridge.position_embeddings()
+        if positions is not None:
+            pos_LD = pos_LD[positions]
+        return self.bridge.word_embed(latents_NLZ) + pos_LD
+
+    @torch.no_grad()
+    def encode_images(self, pixel_values: torch.Tensor):
+        """HART codes, residuals and the teacher-forcing inputs of every image position.
+
+        Returns (encoding, inputs_NLZ) where inputs_NLZ holds, for the layout's input positions,
+        area-resized f_hat after each scale and (with a context block) the full latent."""
+        enc = self.image_tokenizer.encode(pixel_values)
+        parts = list(self.image_tokenizer.scale_inputs(enc.indices))
+        if self.layout.context_block:
+            parts.append(enc.latent.flatten(2).transpose(1, 2))  # (N, pn_K**2, z)
+        return enc, torch.cat(parts, dim=1)
+
+    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None):
+        """input_ids (B, L) with images laid out as the processor writes them, and their pixels
+        (N, 3, H, W) -> (inputs_embeds (B, L, D), block_ids (B, L), starts (N, 2), encoding | None)."""
+        starts = (input_ids == self.vocab.image_start_id).nonzero()  # (N, 2): (sample, position)
+        n_images = starts.shape[0]
+        n_given = 0 if pixel_values is None else pixel_values.shape[0]
+        if n_images != n_given:
+            raise ValueError(f"input_ids hold {n_images} <|image_start|> tokens but pixel_values holds {n_given} images")
+        block_ids = self.layout.block_ids(input_ids, self.vocab.image_start_id)
+        embeds_BLD = self.embed_ids(torch.where(block_ids >= 0, torch.zeros_like(input_ids), input_ids))
+        enc = None
+        if n_images:
+            enc, inputs_NLZ = self.encode_images(pixel_values)
+            image_NLD = self.embed_image_inputs(inputs_NLZ.to(embeds_BLD.dtype))
+            batch_idx = starts[:, :1].expand(-1, self.layout.num_input_positions)
+            pos_idx = starts[:, 1:] + 1 + torch.arange(self.layout.num_input_positions, device=input_ids.device)
+            embeds_BLD = embeds_BLD.index_put((batch_idx, pos_idx), image_NLD.to(embeds_BLD.dtype))
+        return embeds_BLD, block_ids, starts, enc
+
+    # -- the one place where the backbone runs ------------------------------------------------
+    def run_backbone(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        block_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        past_key_values: Cache | None = None,
+        context_start: torch.Tensor | None = None,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, Cache | None]:
+        """Runs the backbone's decoder on `inputs_embeds` (B, q, D) with the block-causal rule.
+
+        attention_mask (B, past + q) marks real positions (1) and padding (0); block_ids (B, past + q)
+        gives TEXT_BLOCK for causal positions and a shared id >= 0 for every position of one scale
+        block; context_start (B, past + q), optional, is the first key position each query may see
+        (used to hide an image's context for classifier-free guidance). Returns the final hidden
+        states (B, q, D) (after the backbone's last norm) and the cache.
+        """
+        config = self.backbone.config
+        and_mask = None
+        if context_start is not None:
+            start = context_start
+
+            def and_mask(batch_idx, head_idx, q_idx, kv_idx):
+                return kv_idx >= start[batch_idx, q_idx]
+
+        mask = create_causal_mask(
+            config=config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            position_ids=position_ids,
+            and_mask_function=and_mask,
+            block_sequence_ids=block_ids,
+        )
+        decoder = self.backbone.get_decoder()
+        out = decoder(
+            inputs_embeds=inputs_embeds,
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+        )
+        return out.last_hidden_state, out.past_key_values
+
+    def text_logits(self, hidden_BLD: torch.Tensor) -> torch.Tensor:
+        return self.get_output_embeddings()(hidden_BLD)
+
+    def image_logits(self, hidden_BLD: torch.Tensor) -> torch.Tensor:
+        return self.bridge.image_head(hidden_BLD)
+
+    # -- training / scoring forward -----------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        **kwargs,
+    ) -> HartVLMOutput:
+        """Full-sequence forward over any mix of text and images (DESIGN.md §3-4).
+
+        input_ids (B, L): text ids; every image occupies `<|image_start|>`, the layout's input
+        positions (filled with `<|image|>`) and `<|image_end|>`, as the processor writes them.
+        pixel_values (N, 3, H, W) in [-1, 1]: the N images in order of appearance (row by row).
+        labels (B, L): as input_ids on the spans to learn, IGNORE_INDEX elsewhere; an image whose
+        `<|image_start|>` is labelled is a target (image CE + diffusion loss), others are read only.
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
+        B, L = input_ids.shape
+        max_len = getattr(self.backbone.config, "max_position_embeddings", None)
+        if max_len is not None and L > max_len:
+            raise ValueError(f"input_ids has {L} positions, more than the backbone's context of {max_len}")
+        device = input_ids.device
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if position_ids is None:
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+        # 1. embeddings: text rows, then image input positions scattered in
+        embeds_BLD, block_ids, starts, enc = self.embed_inputs(input_ids, pixel_values)
+        n_images = starts.shape[0]
+
+        is_target = torch.zeros(n_images, dtype=torch.bool, device=device)
+        if labels is not None and n_images:
+            is_target = labels[starts[:, 0], starts[:, 1]] != IGNORE_INDEX
+
+        # 2. context dropout for classifier-free guidance (DESIGN.md §4): a dropped target image
+        #    sees nothing before its own <|image_start|>.
+        context_start = None
+        if self.training and self.config.context_dropout_prob > 0 and bool(is_target.any()):
+            drop = (torch.rand(n_images, device=device, generator=generator) < self.config.context_dropout_prob) & is_target
+            if bool(drop.any()):
+                context_start = torch.zeros_like(input_ids)
+                span = self.layout.num_input_positions + 1  # image_start .. last input position
+                for b, p in starts[drop].tolist():
+                    context_start[b, p : p + span] = p
+
+        # 3. backbone
+        hidden_BLD, _ = self.run_backbone(embeds_BLD, attention_mask, block_ids, position_ids, context_start=context_start)
+        logits = torch.cat([self.text_logits(hidden_BLD), self.image_logits(hidden_BLD)], dim=-1)
+
+        # 4. losses
+        text_loss = image_loss = diffusion_loss = loss = None
+        if labels is not None:
+            text_loss = self._text_loss(logits[..., : self.vocab.text_vocab_size], labels, block_ids)
+            zero = hidden_BLD.sum() * 0.0  # keeps the graph connected when a batch has no target image
+            image_loss, diffusion_loss = zero, zero
+            if bool(is_target.any()):
+                image_loss, diffusion_loss = self._image_losses(hidden_BLD, starts[is_target], enc, is_target, generator)
+            c = self.config
+            loss = c.text_loss_weight * text_loss + c.image_loss_weight * image_loss + c.diffusion_loss_weight * diffusion_loss
+        return HartVLMOutput(
+            loss=loss,
+            text_loss=text_loss,
+            image_loss=image_loss,
+            diffusion_loss=diffusion_loss,
+            logits=logits,
+            hidden_states=hidden_BLD,
+        )
+
+    def _text_loss(self, text_logits_BLT: torch.Tensor, labels_BL: torch.Tensor, block_ids_BL: torch.Tensor) -> torch.Tensor:
+        """Next-token CE on text targets. Image interiors are not text targets, and neither is
+        `<|image_end|>`, which generation always writes itself after the last scale."""
+        targets = labels_BL[:, 1:].clone()
+        targets[block_ids_BL[:, 1:] >= 0] = IGNORE_INDEX
+        targets[targets == self.vocab.image_end_id] = IGNORE_INDEX
+        targets[block_ids_BL[:, :-1] >= 0] = IGNORE_INDEX
+        if not bool((targets != IGNORE_INDEX).any()):
+            return text_logits_BLT.sum() * 0.0
+        return F.cross_entropy(
+            text_logits_BLT[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX
+        )
+
+    def _image_losses(self, hidden_BLD, target_starts, enc, is_target, generator):
+        """Image-code CE over all scales and the residual head's diffusion loss on the last scale."""
+        layout = self.layout
+        # Position p0 (<|image_start|>) predicts scale 1; the positions of scale k predict scale k.
+        pred_pos = target_starts[:, 1:] + torch.arange(layout.num_codes, device=hidden_BLD.device)  # (N, sum pn²)
+        pred_batch = target_starts[:, :1].expand_as(pred_pos)
+        hidden_NLD = hidden_BLD[pred_batch, pred_pos]
+        codes_NL = torch.cat([idx[is_target] for idx in enc.indices], dim=1)
+        image_loss = F.cross_entropy(self.image_logits(hidden_NLD).flatten(0, 1).float(), codes_NL.flatten())
+
+        last = layout.last_scale_length
+        h_last = hidden_NLD[:, -last:].flatten(0, 1)  # (N * pn_K², D)
+        code_vecs = self.codebook()[codes_NL[:, -last:].flatten()].to(h_last.dtype)
+        cond = self.bridge.head_condition(h_last, code_vecs)
+        target = enc.residual[is_target].flatten(2).transpose(1, 2).flatten(0, 1).to(cond.dtype)  # (N * pn_K², z)
+        diffusion_loss = self.diffusion_head(target, cond, generator=generator)
+        return image_loss, diffusion_loss
+
+    # -- interleaved generation (hart_vlm/generation.py) --------------------------------------
+    def chat(self, messages, stream: bool = False, seed: int | None = None,
+             generator: torch.Generator | None = None, **sampling):
+        """Answers a conversation (or a batch of them) with interleaved text and images.
+
+        messages: [{"role": "user", "content": [{"type": "text", "text": ...}, {"type": "image",
+        "image": PIL.Image}]}, ...] or a list of such conversations. Sampling arguments are the
+        fields of :class:`hart_vlm.sampling.SamplingConfig`. Returns a `ChatResponse` (a list of
+        them for a batch); with `stream=True`, an iterator of events (`TextDelta`, `ImagePreview`,
+        `ImageDone`, `Done`). Randomness comes only from `generator` (or a new one seeded with
+        `seed`), never from the global RNG.
+        """
+        from .generation import InterleavedGenerator
+        from .sampling import SamplingConfig
+        from .story import Done
+
+        if self.processor is None:
+            raise ValueError("the model has no processor; load it with from_pretrained, load_default or from_components")
+        if not isinstance(messages, list) or not messages:
+            raise ValueError("messages must be a non-empty list of messages (or of conversations)")
+        batched = isinstance(messages[0], list)
+        conversations = messages if batched else [messages]
+        config = SamplingConfig.from_kwargs(**sampling)
+        device = self.device
+        if generator is None:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+        inputs = self.processor(conversations, add_generation_prompt=True, padding_side="left").to(device)
+        runner = InterleavedGenerator(self, config, generator)
+        events = runner.run(inputs["input_ids"], inputs["attention_mask"], inputs.get("pixel_values"))
+        if stream:
+            return events
+        responses = [None] * len(conversations)
+        for event in events:
+            if isinstance(event, Done):
+                responses[event.row] = event.response
+        return responses if batched else responses[0]
+
+    def generate_story(self, prompt: str, num_steps: int | None = None, seed: int | None = None,
+                       generator: torch.Generator | None = None, on_event=None, **sampling):
+        """A step-by-step answer with one picture per step -> `Story`.
+
+        The image after each step's text is forced (`force_image_after` matches the end of a
+        step's sentence) so that every step gets its picture even from a model that rarely emits
+        `<|image_start|>` by itself; `num_steps` stops after that many steps. `on_event`, if
+        given, is called with every stream event (for progress display)."""
+        from .story import Done, Story
+
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("prompt must be a non-empty string")
+        if num_steps is not None and num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1 or None, got {num_steps}")
+        sampling.setdefault("force_image_after", STEP_END_PATTERN)
+        sampling.setdefault("max_images", num_steps)
+        messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+        response = None
+        for event in self.chat(messages, stream=True, seed=seed, generator=generator, **sampling):
+            if on_event is not None:
+                on_event(event)
+            if isinstance(event, Done):
+                response = event.response
+        return Story.from_parts(prompt, response.parts, metadata={"seed": seed, **sampling})
+
+    # -- saving and loading (the processor travels with the weights) --------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self.processor is not None:
+            self.processor.save_pretrained(save_directory)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs) -> "HartVLM":
+        """Loads a saved HartVLM (weights from safetensors; no remote code) and, when the folder
+        holds one, its processor as `.processor`."""
+        from .processing_hart_vlm import PROCESSOR_CONFIG, HartVLMProcessor
+
+        path = str(pretrained_model_name_or_path)
+        if not os.path.isdir(path):
+            raise ValueError(f"{path!r} is not a folder; HartVLM.from_pretrained loads local folders only")
+        model = super().from_pretrained(path, *args, **kwargs)
+        if os.path.isfile(os.path.join(path, PROCESSOR_CONFIG)):
+            model.processor = HartVLMProcessor.from_pretrained(path)
+        return model
+
+    # -- building from parts ------------------------------------------------------------------
+    @classmethod
+    def from_components(
+        cls,
+        llm: str | os.PathLike | PreTrainedConfig | PreTrainedModel,
+        hart_tokenizer: str | os.PathLike | HybridTokenizerConfig | HybridTokenizer = "tiny",
+        text_tokenizer=None,
+        image_context_block: bool = True,
+        diffusion_head_config: dict | None = None,
+        **overrides,
+    ) -> "HartVLM":
+        """Builds a HartVLM from a pretrained LLM and a HART tokenizer.
+
+        llm: a local transformers causal-LM folder, its config, or a loaded model.
+        hart_tokenizer: a folder (this library's or an official HART `tokenizer/` folder), a
+            `HybridTokenizerConfig`, a preset name, or a loaded `HybridTokenizer`.
+        text_tokenizer: the LLM's tokenizer; default: the one in the `llm` folder, else the
+            tokenizer shipped with this library. The image and role specials are added to it and
+            the backbone's embeddings are resized to match (existing rows keep their values).
+        The returned model has `.processor` set.
+        """
+        from .processing_hart_vlm import HartVLMProcessor
+        from .text_tokenizer import add_hart_special_tokens, load_text_tokenizer
+
+        # backbone
+        if isinstance(llm, PreTrainedModel):
+            backbone = llm
+        elif isinstance(llm, PreTrainedConfig):
+            backbone = AutoModelForCausalLM.from_config(llm)
+        elif isinstance(llm, (str, os.PathLike)) and os.path.isdir(llm):
+            backbone = AutoModelForCausalLM.from_pretrained(llm)
+        else:
+            raise ValueError(f"llm must be a local causal-LM folder, a config or a model, got {llm!r}")
+        # text tokenizer
+        if text_tokenizer is None:
+            if isinstance(llm, (str, os.PathLike)) and any(
+                os.path.exists(os.path.join(llm, f)) for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+            ):
+                from transformers import AutoTokenizer
+
+                text_tokenizer = AutoTokenizer.from_pretrained(llm)
+            else:
+                text_tokenizer = load_text_tokenizer()
+        add_hart_special_tokens(text_tokenizer)
+        if backbone.get_input_embeddings().num_embeddings != len(text_tokenizer):
+            backbone.resize_token_embeddings(len(text_tokenizer), mean_resizing=False)
+        # image tokenizer
+        if isinstance(hart_tokenizer, HybridTokenizer):
+            image_tokenizer, tok_cfg = hart_tokenizer, hart_tokenizer.config
+        elif isinstance(hart_tokenizer, HybridTokenizerConfig):
+            image_tokenizer, tok_cfg = None, hart_tokenizer
+        elif isinstance(hart_tokenizer, (str, os.PathLike)) and os.path.isdir(hart_tokenizer):
+            image_tokenizer = HybridTokenizer.from_pretrained(hart_tokenizer)
+            tok_cfg = image_tokenizer.config
+        elif isinstance(hart_tokenizer, str):
+            image_tokenizer, tok_cfg = None, HybridTokenizerConfig.from_preset(hart_tokenizer)
+        else:
+            raise ValueError(f"hart_tokenizer must be a folder, a preset name, a config or a tokenizer, got {hart_tokenizer!r}")
+
+        from hart.diffusion_head import ResidualDiffusionHeadConfig
+
+        head_cfg = ResidualDiffusionHeadConfig.from_preset(
+            "tiny", target_dim=tok_cfg.z_channels, cond_dim=backbone.config.hidden_size, **(diffusion_head_config or {})
+        )
+        config = HartVLMConfig(
+            text_config=backbone.config,
+            hart_tokenizer_config=tok_cfg.to_dict(),
+            diffusion_head_config=head_cfg.to_dict(),
+            image_context_block=image_context_block,
+            # the config setter propagates this to text_config, which is the backbone's own config
+            attn_implementation=backbone.config._attn_implementation,
+            **special_token_ids(text_tokenizer),
+            **overrides,
+        )
+        model = cls(config, backbone=backbone)
+        if image_tokenizer is not None:
+            model.image_tokenizer.load_state_dict(image_tokenizer.state_dict())
+        model.processor = HartVLMProcessor(text_tokenizer, config)
+        return model

@@ -1,0 +1,131 @@
+"""Sampling settings and the token samplers of interleaved generation.
+
+`SamplingConfig` plays the part of transformers' `GenerationConfig` for text *and* images: the
+text settings follow its names (temperature, top_k, top_p, repetition_penalty, max_new_tokens);
+the image settings follow HART (HART_REFERENCE §5): classifier-free guidance growing with the
+scale index, a larger top-k on the early scales, and the residual head's step count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+
+IMAGE_MODES = ("next_scale", "raster")
+
+
+@dataclass
+class SamplingConfig:
+    # text
+    max_new_tokens: int = 512
+    temperature: float = 0.7  # 0 = greedy
+    top_k: int = 50  # 0 = off
+    top_p: float = 0.95
+    repetition_penalty: float = 1.0  # CTRL (Keskar et al., 2019): > 1 discourages repeats
+    # images (HART §3.3 / HART_REFERENCE §5)
+    cfg: float = 4.5  # guidance at the last scale; scale k gets cfg * k / (K - 1)
+    image_temperature: float = 1.0
+    image_top_k: tuple[int, int] = (600, 300)  # (first `image_top_k_switch` scales, the rest)
+    image_top_k_switch: int = 7
+    image_top_p: float = 1.0
+    diffusion_steps: int = 8
+    diffusion_cfg: float | None = None  # None: the same as `cfg`
+    diffusion_temperature: float = 1.0
+    use_residual: bool = True  # False: discrete-only decoding (an ablation)
+    image_mode: Literal["next_scale", "raster"] = "next_scale"
+    # control
+    max_images: int | None = None
+    # A regular expression; whenever the text since the last image matches it (re.search), the
+    # next token is forced to be <|image_start|>. generate_story uses it to get one image per step.
+    force_image_after: str | None = None
+    preview_every: int = 0  # stream a coarse preview after every n-th scale (0: none)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        for name in ("temperature", "image_temperature", "diffusion_temperature"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        for name in ("top_p", "image_top_p"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.cfg < 0 or (self.diffusion_cfg is not None and self.diffusion_cfg < 0):
+            raise ValueError(f"cfg and diffusion_cfg must be >= 0, got {self.cfg} and {self.diffusion_cfg}")
+        if not 1 <= self.diffusion_steps <= 1000:
+            raise ValueError(f"diffusion_steps must be in [1, 1000], got {self.diffusion_steps}")
+        if self.image_mode not in IMAGE_MODES:
+            raise ValueError(f"image_mode must be one of {IMAGE_MODES}, got {self.image_mode!r}")
+        if self.max_images is not None and self.max_images < 0:
+            raise ValueError(f"max_images must be >= 0 or None, got {self.max_images}")
+        if len(tuple(self.image_top_k)) != 2 or min(self.image_top_k) < 0:
+            raise ValueError(f"image_top_k must be two non-negative ints (early, late), got {self.image_top_k}")
+        self.image_top_k = tuple(int(k) for k in self.image_top_k)
+
+    @classmethod
+    def from_kwargs(cls, base: "SamplingConfig | None" = None, **kwargs) -> "SamplingConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown sampling argument(s) {unknown}; accepted: {sorted(known)}")
+        values = asdict(base) if base is not None else {}
+        values.update(kwargs)
+        return cls(**values)
+
+    @property
+    def head_cfg(self) -> float:
+        return self.cfg if self.diffusion_cfg is None else self.diffusion_cfg
+
+    def scale_top_k(self, scale_index: int) -> int:
+        return self.image_top_k[0] if scale_index < self.image_top_k_switch else self.image_top_k[1]
+
+    def scale_guidance(self, scale_index: int, num_scales: int) -> float:
+        """HART's linearly growing guidance: t = cfg * k / (K - 1)."""
+        return self.cfg * scale_index / max(num_scales - 1, 1)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Top-k then nucleus (Holtzman et al., 2020) filtering along the last dim; removed entries -> -inf."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the mass before it already reaches top_p (the first always stays)
+        drop_sorted = probs.cumsum(-1) - probs >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_from_logits(
+    logits: torch.Tensor, temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Samples one id per row of (..., V) logits; temperature 0 is greedy."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    probs = logits.softmax(-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    ids = torch.multinomial(flat, 1, generator=generator)
+    return ids.reshape(probs.shape[:-1])
+
+
+def apply_repetition_penalty(logits_BV: torch.Tensor, history: list[list[int]], penalty: float) -> torch.Tensor:
+    if penalty == 1.0:
+        return logits_BV
+    logits_BV = logits_BV.clone()
+    for b, ids in enumerate(history):
+        if not ids:
+            continue
+        idx = torch.tensor(sorted(set(ids)), device=logits_BV.device)
+        idx = idx[idx < logits_BV.shape[-1]]
+        picked = logits_BV[b, idx]
+        logits_BV[b, idx] = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return logits_BV

@@ -1,0 +1,135 @@
+"""Interleaved generation with a tiny random model: images, cache, seeds, streaming, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hart_vlm.generation import InterleavedGenerator
+from hart_vlm.sampling import SamplingConfig
+from hart_vlm.story import ImageDone, ImagePreview, Story, TextDelta, collect
+
+QUESTION = [{"role": "user", "content": [{"type": "text", "text": "How do I assemble a stool?"}]}]
+EVERY_FEW_TOKENS = r"(\S+\s+){3}\S*$"  # forces an image after every few words of text
+
+
+def _run(model, sampling: SamplingConfig, seed: int = 0, messages=QUESTION):
+    inputs = model.processor([messages], add_generation_prompt=True, padding_side="left")
+    runner = InterleavedGenerator(model, sampling, torch.Generator().manual_seed(seed))
+    events = list(runner.run(inputs["input_ids"], inputs["attention_mask"], inputs.get("pixel_values")))
+    return runner, inputs, events
+
+
+def test_each_image_start_gives_one_complete_image_and_the_cache_holds_it(tiny_model):
+    sampling = SamplingConfig(max_new_tokens=40, force_image_after=EVERY_FEW_TOKENS, max_images=3)
+    runner, inputs, events = _run(tiny_model, sampling)
+    response = collect(events)
+    images = [e for e in events if isinstance(e, ImageDone)]
+    assert len(images) == len(response.images) == 3
+    size = tiny_model.config.image_size
+    assert all(im.image.size == (size, size) for im in images)
+    # cache length = prompt + every text token fed + every image's full layout
+    grown = runner.next_pos[0].item() - inputs["attention_mask"][0].sum().item()
+    assert grown == len(runner.history[0]) + 3 * tiny_model.layout.num_positions
+    assert runner.cache.get_seq_length() == runner.mask.shape[1]
+    # the cond row sees every real position, the images' too: text after an image reads it
+    real = runner.mask[0].bool()
+    image_positions = (runner.blocks[0] >= 0) & real
+    assert int(image_positions.sum()) == 3 * tiny_model.layout.num_input_positions
+
+
+def test_a_seed_reproduces_the_answer_exactly(tiny_model):
+    kwargs = dict(max_new_tokens=30, force_image_after=EVERY_FEW_TOKENS, max_images=2)
+    a = tiny_model.chat(QUESTION, seed=5, **kwargs)
+    b = tiny_model.chat(QUESTION, seed=5, **kwargs)
+    c = tiny_model.chat(QUESTION, seed=6, **kwargs)
+    assert a.text == b.text and [i.tobytes() for i in a.images] == [i.tobytes() for i in b.images]
+    assert a.text != c.text or [i.tobytes() for i in a.images] != [i.tobytes() for i in c.images]
+    # and the global RNG is neither used nor disturbed
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    tiny_model.chat(QUESTION, seed=5, **kwargs)
+    assert torch.equal(torch.rand(1), before)
+
+
+def test_streamed_events_add_up_to_the_answer(tiny_model):
+    kwargs = dict(max_new_tokens=30, force_image_after=EVERY_FEW_TOKENS, max_images=2, preview_every=1)
+    events = list(tiny_model.chat(QUESTION, stream=True, seed=3, **kwargs))
+    answer = tiny_model.chat(QUESTION, seed=3, **kwargs)
+    streamed = collect(events)
+    assert streamed.text == answer.text
+    assert [i.tobytes() for i in streamed.images] == [i.tobytes() for i in answer.images]
+    assert any(isinstance(e, TextDelta) for e in events)
+    previews = [e for e in events if isinstance(e, ImagePreview)]
+    assert len(previews) == 2 * (tiny_model.layout.num_scales - 1)
+
+
+def test_cfg_zero_equals_unguided(tiny_model):
+    """cfg = 0 runs no unconditional rows; with the rows present but a vanishing weight the
+    answer is the same: the twins never leak into the conditional rows."""
+    kwargs = dict(max_new_tokens=20, force_image_after=EVERY_FEW_TOKENS, max_images=2, cfg=0.0, diffusion_cfg=0.0)
+    plain = tiny_model.chat(QUESTION, seed=4, **kwargs)
+    with_twins = tiny_model.chat(QUESTION, seed=4, **{**kwargs, "diffusion_cfg": 1e-30})
+    assert plain.text == with_twins.text and len(plain.images) == len(with_twins.images) == 2
+    for x, y in zip(plain.images, with_twins.images):
+        diff = torch.tensor(list(x.tobytes()), dtype=torch.int16) - torch.tensor(list(y.tobytes()), dtype=torch.int16)
+        assert diff.abs().max() <= 1  # float noise of a batch of 2 rows instead of 1, at most one level
+
+
+def test_guidance_grows_with_the_scale():
+    s = SamplingConfig(cfg=4.5)
+    assert [s.scale_guidance(k, 4) for k in range(4)] == [0.0, 1.5, 3.0, 4.5]
+
+
+def test_batches_modes_and_limits(tiny_model):
+    batch = [QUESTION, [{"role": "user", "content": "Show me step by step how to build a desk."}]]
+    answers = tiny_model.chat(batch, seed=0, max_new_tokens=20, force_image_after=EVERY_FEW_TOKENS, max_images=1)
+    assert len(answers) == 2 and all(len(a.images) == 1 for a in answers)
+    for mode in (dict(image_mode="raster"), dict(use_residual=False)):
+        a = tiny_model.chat(QUESTION, seed=0, max_new_tokens=10, force_image_after=EVERY_FEW_TOKENS, max_images=1, **mode)
+        assert len(a.images) == 1
+    none = tiny_model.chat(QUESTION, seed=0, max_new_tokens=15, force_image_after=EVERY_FEW_TOKENS, max_images=0)
+    assert none.images == []
+
+
+def test_generate_story_and_save(tmp_path, tiny_model):
+    story = tiny_model.generate_story("How do I assemble a stool?", num_steps=2, seed=0, max_new_tokens=40,
+                                      force_image_after=EVERY_FEW_TOKENS)
+    assert isinstance(story, Story) and 1 <= len(story.steps) <= 2
+    assert sum(step.image is not None for step in story.steps) == len([p for p in story.to_markdown().splitlines() if "![" in p])
+    folder = story.save(tmp_path / "story")
+    for name in ("index.html", "storyboard.png", "story.json", "step_01.png"):
+        assert (folder / name).exists()
+    assert json.loads((folder / "story.json").read_text())["prompt"] == "How do I assemble a stool?"
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m: m.chat([]), "messages"),
+        (lambda m: m.chat(QUESTION, temperature=-1.0), "temperature"),
+        (lambda m: m.chat(QUESTION, cfg=-0.5), "cfg"),
+        (lambda m: m.chat(QUESTION, diffusion_steps=0), "diffusion_steps"),
+        (lambda m: m.chat(QUESTION, top_p=0.0), "top_p"),
+        (lambda m: m.chat(QUESTION, colour="red"), "unknown sampling argument"),
+        (lambda m: m.generate_story("", seed=0), "prompt"),
+        (lambda m: m.generate_story("How?", num_steps=0), "num_steps"),
+    ],
+)
+def test_bad_arguments_give_clear_errors(tiny_model, call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(tiny_model)
+
+
+def test_story_command_line(tmp_path, tiny_model, capsys):
+    from hart_vlm.cli import main
+
+    tiny_model.save_pretrained(tmp_path / "model")
+    code = main(["story", "How do I assemble a stool?", "--out", str(tmp_path / "out"), "--model", str(tmp_path / "model"),
+                 "--steps", "1", "--max-new-tokens", "30", "--seed", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "index.html" in out and (tmp_path / "out" / "storyboard.png").exists()
