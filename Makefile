@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: torch install install-dev test demo
+.PHONY: torch install install-dev browser test demo
 
 # A plain `pip install torch` pulls several GB of CUDA wheels; install the CPU build
 # only when no torch is importable, and leave an existing one (e.g. a CUDA build) alone.
@@ -15,8 +15,15 @@ install: torch
 install-dev: torch
 	$(PIP) install -q -e ".[dev]"
 
-test: install-dev
+# Debian's Chromium for the real-browser test of the story page (Playwright drives it; it never
+# downloads a browser of its own). Best effort: without it that one test is skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test will be skipped"; }
+
+test: install-dev browser
 	$(PYTHON) -m pytest -q
 
 demo: install
+	$(PIP) install -q scikit-image
 	$(PYTHON) examples/tokenizer_demo.py --out demo_tokenizer.png

@@ -465,6 +465,20 @@ class HartVLM(HartVLMPreTrainedModel):
 
     # -- building from parts ------------------------------------------------------------------
     @classmethod
+    def from_preset(cls, name: str, **overrides) -> "HartVLM":
+        """A randomly initialised model of a named size ("tiny", "default", "hart_0_7b_1024px")
+        on the shipped text tokenizer, with its processor attached: the starting point of
+        pre-training, or a quick way to try the API."""
+        from .processing_hart_vlm import HartVLMProcessor
+        from .text_tokenizer import load_text_tokenizer
+
+        tokenizer = load_text_tokenizer()
+        config = HartVLMConfig.from_preset(name, tokenizer=tokenizer, **overrides)
+        model = cls(config)
+        model.processor = HartVLMProcessor(tokenizer, config)
+        return model
+
+    @classmethod
     def from_components(
         cls,
         llm: str | os.PathLike | PreTrainedConfig | PreTrainedModel,

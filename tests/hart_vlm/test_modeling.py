@@ -195,3 +195,11 @@ def test_bad_input_gives_clear_errors(tmp_path, tiny_model, text_tokenizer):
     other = HartVLMConfig.from_preset("tiny", tokenizer=text_tokenizer, hart_tokenizer_config={"vocab_size": 128})
     with pytest.raises((ValueError, RuntimeError), match="size|shape"):
         HartVLM.from_pretrained(tmp_path / "m", config=other)
+
+
+def test_from_preset_builds_a_ready_to_use_model():
+    model = HartVLM.from_preset("tiny").eval()
+    assert model.processor is not None and model.config.image_size == 32
+    reply = model.chat([{"role": "user", "content": "How do I assemble a desk?"}], seed=0, max_new_tokens=8,
+                       force_image_after=r"\S", max_images=1)
+    assert len(reply.images) == 1
