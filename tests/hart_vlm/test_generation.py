@@ -12,7 +12,7 @@ from hart_vlm.sampling import SamplingConfig
 from hart_vlm.story import ImageDone, ImagePreview, Story, TextDelta, collect
 
 QUESTION = [{"role": "user", "content": [{"type": "text", "text": "How do I assemble a stool?"}]}]
-EVERY_FEW_TOKENS = r"(\S+\s+){3}\S*$"  # forces an image after every few words of text
+EVERY_FEW_TOKENS = r"[\s\S]{12}"  # forces an image once a text segment holds 12 characters
 
 
 def _run(model, sampling: SamplingConfig, seed: int = 0, messages=QUESTION):
