@@ -6,7 +6,7 @@
     story = model.generate_story("How do I assemble a two-shelf white bookcase?", seed=0)
 """
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from .configuration_hart_vlm import HartVLMConfig
 from .modeling_hart_vlm import HartVLM, HartVLMOutput
@@ -17,10 +17,11 @@ from .story import ChatResponse, Done, ImageDone, ImagePreview, Step, Story, Tex
 
 __version__ = "0.1.0"
 
-# Registration with the Auto classes, so that AutoConfig / AutoModel load saved folders
+# Registration with the Auto classes, so that AutoConfig / AutoModel / AutoProcessor load saved folders
 # without trust_remote_code (the classes come from this installed package).
 AutoConfig.register(HartVLMConfig.model_type, HartVLMConfig, exist_ok=True)
 AutoModel.register(HartVLMConfig, HartVLM, exist_ok=True)
+AutoProcessor.register(HartVLMConfig, HartVLMProcessor, exist_ok=True)
 
 __all__ = [
     "ChatResponse",

@@ -30,6 +30,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--discrete-only", action="store_true", help="decode without the residual diffusion head")
+    parser.add_argument("--max-images", type=int, default=None, help="at most this many images per answer")
+    parser.add_argument("--force-image-after", default=None, metavar="REGEX",
+                        help="start an image whenever the text since the last image matches REGEX")
 
 
 def _load(args):
@@ -45,7 +48,7 @@ def _load(args):
 
 def _sampling(args) -> dict:
     out = {}
-    for name in ("cfg", "temperature", "max_new_tokens"):
+    for name in ("cfg", "temperature", "max_new_tokens", "max_images", "force_image_after"):
         value = getattr(args, name)
         if value is not None:
             out[name] = value

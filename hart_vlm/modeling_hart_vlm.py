@@ -458,6 +458,8 @@ class HartVLM(HartVLMPreTrainedModel):
         path = str(pretrained_model_name_or_path)
         if not os.path.isdir(path):
             raise ValueError(f"{path!r} is not a folder; HartVLM.from_pretrained loads local folders only")
+        if isinstance(kwargs.get("config"), HartVLMConfig):
+            _check_same_vocabulary(HartVLMConfig.from_pretrained(path), kwargs["config"], path)
         model = super().from_pretrained(path, *args, **kwargs)
         if os.path.isfile(os.path.join(path, PROCESSOR_CONFIG)):
             model.processor = HartVLMProcessor.from_pretrained(path)
@@ -556,3 +558,21 @@ class HartVLM(HartVLMPreTrainedModel):
             model.image_tokenizer.load_state_dict(image_tokenizer.state_dict())
         model.processor = HartVLMProcessor(text_tokenizer, config)
         return model
+
+
+def _check_same_vocabulary(saved: HartVLMConfig, wanted: HartVLMConfig, path: str) -> None:
+    """A checkpoint loads only into a model with the same shared vocabulary and image layout."""
+    def describe(c: HartVLMConfig) -> dict:
+        tok = c.image_tokenizer
+        return {
+            "text vocabulary size": c.text_config.vocab_size,
+            "codebook size": tok.vocab_size,
+            "z_channels": tok.z_channels,
+            "scale schedule": tuple(tok.v_patch_nums),
+            "image_start_token_id": c.image_start_token_id,
+        }
+
+    a, b = describe(saved), describe(wanted)
+    diff = [f"{k}: checkpoint {a[k]} vs config {b[k]}" for k in a if a[k] != b[k]]
+    if diff:
+        raise ValueError(f"the checkpoint in {path!r} has another vocabulary or image layout than the given config: " + "; ".join(diff))

@@ -133,3 +133,17 @@ def test_story_command_line(tmp_path, tiny_model, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "index.html" in out and (tmp_path / "out" / "storyboard.png").exists()
+
+
+def test_chat_command_line_saves_images_and_prints_their_paths(tmp_path, tiny_model, monkeypatch, capsys):
+    from hart_vlm.cli import main
+
+    tiny_model.save_pretrained(tmp_path / "model")
+    lines = iter(["Show me how to build a stool.", ""])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    code = main(["chat", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "images"), "--max-new-tokens", "20",
+                 "--force-image-after", r"[\s\S]{6}", "--max-images", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    saved = sorted((tmp_path / "images").glob("*.png"))
+    assert len(saved) == 1 and str(saved[0]) in out
