@@ -403,6 +403,8 @@ class HartVLM(HartVLMPreTrainedModel):
         batched = isinstance(messages[0], list)
         conversations = messages if batched else [messages]
         config = SamplingConfig.from_kwargs(**sampling)
+        if config.preview_every is None:
+            config.preview_every = 2 if stream else 0
         device = self.device
         if generator is None:
             generator = torch.Generator(device=device)

@@ -40,7 +40,8 @@ class SamplingConfig:
     # A regular expression; whenever the text since the last image matches it (re.search), the
     # next token is forced to be <|image_start|>. generate_story uses it to get one image per step.
     force_image_after: str | None = None
-    preview_every: int = 0  # stream a coarse preview after every n-th scale (0: none)
+    # stream a coarse preview after every n-th scale (0: none; None: every 2nd when streaming)
+    preview_every: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -61,6 +62,8 @@ class SamplingConfig:
             raise ValueError(f"diffusion_steps must be in [1, 1000], got {self.diffusion_steps}")
         if self.image_mode not in IMAGE_MODES:
             raise ValueError(f"image_mode must be one of {IMAGE_MODES}, got {self.image_mode!r}")
+        if self.preview_every is not None and self.preview_every < 0:
+            raise ValueError(f"preview_every must be >= 0 or None, got {self.preview_every}")
         if self.max_images is not None and self.max_images < 0:
             raise ValueError(f"max_images must be >= 0 or None, got {self.max_images}")
         if len(tuple(self.image_top_k)) != 2 or min(self.image_top_k) < 0:

@@ -2,7 +2,7 @@
 
 A checkpoint is `accelerator.save_state` (model, optimizers, registered objects such as the LR
 schedule and the :class:`TrainingProgress` counters, and every process's RNG states) plus the
-resolved config, in `output_dir/checkpoints/step_XXXXXXXX/`. It is written into a hidden temporary
+resolved config, in `output_dir/checkpoints/step_<8-digit step>/`. It is written into a hidden temporary
 folder beside it and renamed into place only once complete, so a crash mid-save never leaves a
 half-written checkpoint where `latest()` would find it; only the newest `keep` are kept.
 

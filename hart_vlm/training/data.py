@@ -108,8 +108,7 @@ def _check_image(path: Path, where: str) -> Path:
     if not path.is_file():
         raise ValueError(f"{where}: image file not found: {str(path)!r}")
     try:
-        with Image.open(path) as image:
-            image.size
+        Image.open(path).close()  # opening reads and checks the header
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"{where}: cannot read image file {str(path)!r}: {err}") from None
     return path.resolve()

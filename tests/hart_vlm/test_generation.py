@@ -65,6 +65,10 @@ def test_streamed_events_add_up_to_the_answer(tiny_model):
     assert any(isinstance(e, TextDelta) for e in events)
     previews = [e for e in events if isinstance(e, ImagePreview)]
     assert len(previews) == 2 * (tiny_model.layout.num_scales - 1)
+    # streaming previews by default (every 2nd scale), none when not streaming
+    default_kwargs = {k: v for k, v in kwargs.items() if k != "preview_every"}
+    default_events = list(tiny_model.chat(QUESTION, stream=True, seed=3, **default_kwargs))
+    assert sum(isinstance(e, ImagePreview) for e in default_events) == 2 * ((tiny_model.layout.num_scales - 1) // 2)
 
 
 def test_cfg_zero_equals_unguided(tiny_model):
