@@ -198,8 +198,12 @@ class HartVLM(HartVLMPreTrainedModel):
         """HART codes, residuals and the teacher-forcing inputs of every image position.
 
         Returns (encoding, inputs_NLZ) where inputs_NLZ holds, for the layout's input positions,
-        area-resized f_hat after each scale and (with a context block) the full latent."""
-        enc = self.image_tokenizer.encode(pixel_values)
+        area-resized f_hat after each scale and (with a context block) the full latent.
+        The frozen tokenizer runs outside autocast, in its own dtype, so that mixed-precision
+        training sees the same codes as inference."""
+        dtype = self.image_tokenizer.quantize.embedding.weight.dtype
+        with torch.autocast(device_type=pixel_values.device.type, enabled=False):
+            enc = self.image_tokenizer.encode(pixel_values.to(dtype))
         parts = list(self.image_tokenizer.scale_inputs(enc.indices))
         if self.layout.context_block:
             parts.append(enc.latent.flatten(2).transpose(1, 2))  # (N, pn_K**2, z)
