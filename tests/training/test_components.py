@@ -1,0 +1,104 @@
+"""The pieces the recipes share: LR schedule, per-step generators, the tokenizer objective's
+gradient routing, the image datasets and the checkpoint folder rules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from PIL import Image
+
+from hart.discriminator import PatchDiscriminator, generator_hinge_loss
+from hart.tokenizer import HybridTokenizer
+from hart.tokenizer_config import HybridTokenizerConfig
+from hart_vlm.training.checkpoint import Checkpointer, TrainingProgress
+from hart_vlm.training.config import TrainingConfig
+from hart_vlm.training.images import AssemblyImages, ImageFolder, PhotoCrops
+from hart_vlm.training.runtime import LRSchedule, step_generator
+from hart_vlm.training.tokenizer_objective import TokenizerObjective
+
+
+def test_lr_schedule_warms_up_linearly_then_decays_to_the_floor():
+    cosine = LRSchedule("cosine", warmup=4, total=12, min_ratio=0.1)
+    assert [cosine(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert cosine(8) == pytest.approx(0.55) and cosine(12) == pytest.approx(0.1) and cosine(50) == pytest.approx(0.1)
+    assert LRSchedule("linear", 0, 10, 0.0)(5) == pytest.approx(0.5)
+    assert LRSchedule("constant", 2, 10, 0.0)(9) == 1.0
+
+
+def test_step_generators_are_reproducible_and_distinct():
+    draw = lambda *coords: torch.rand(4, generator=step_generator(*coords, torch.device("cpu")))
+    assert torch.equal(draw(0, 5, 1, 0), draw(0, 5, 1, 0))
+    others = [draw(1, 5, 1, 0), draw(0, 6, 1, 0), draw(0, 5, 0, 0), draw(0, 5, 1, 1)]
+    assert all(not torch.equal(draw(0, 5, 1, 0), other) for other in others)
+
+
+def test_tokenizer_objective_routes_each_loss_to_its_own_network():
+    torch.manual_seed(0)
+    config = HybridTokenizerConfig.from_dict({**HybridTokenizerConfig.from_preset("tiny").to_dict(),
+                                              "freeze_codebook_for_hybrid": False})
+    objective = TokenizerObjective(HybridTokenizer(config), PatchDiscriminator(3, 8, 2)).train()
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+
+    def grads(**kwargs):
+        objective.zero_grad()
+        losses = objective(images, torch.Generator().manual_seed(0), continuous_prob=0.0, **kwargs)
+        losses["loss"].backward()
+        return losses, {n: p.grad.clone() for n, p in objective.named_parameters() if p.grad is not None}
+
+    plain, plain_grads = grads(adversarial_weight=0.0)
+    assert set(plain) == {"loss", "reconstruction", "vq"} and not any(n.startswith("discriminator") for n in plain_grads)
+    gan, gan_grads = grads(adversarial_weight=0.1)
+    # the discriminator's gradient is exactly that of its own hinge loss (nothing from the generator term)
+    objective.zero_grad()
+    objective.discriminator.loss(images, objective.tokenizer.training_losses(
+        images, torch.Generator().manual_seed(0), continuous_prob=0.0).reconstructions).backward()
+    for name, p in objective.discriminator.named_parameters():
+        torch.testing.assert_close(gan_grads[f"discriminator.{name}"], p.grad, rtol=1e-5, atol=1e-7)
+    # the tokenizer's gradient is that of reconstruction + vq + 0.1 * generator hinge loss
+    objective.zero_grad()
+    losses = objective.tokenizer.training_losses(images, torch.Generator().manual_seed(0), continuous_prob=0.0)
+    (losses.total + 0.1 * generator_hinge_loss(objective.discriminator(losses.reconstructions))).backward()
+    for name, p in objective.tokenizer.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(gan_grads[f"tokenizer.{name}"], p.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_image_datasets_give_deterministic_images_in_range(tmp_path):
+    crops = PhotoCrops(8, 32, seed=0)
+    assert torch.equal(crops[3], PhotoCrops(8, 32, seed=0)[3]) and not torch.equal(crops[3], crops[4])
+    renders = AssemblyImages(4, 32)
+    for image in (crops[0], renders[1]):
+        assert image.shape == (3, 32, 32) and -1.0 <= image.min() and image.max() <= 1.0
+    (tmp_path / "sub").mkdir()
+    Image.new("RGB", (50, 40), (0, 255, 0)).save(tmp_path / "sub" / "x.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    folder = ImageFolder(tmp_path, 16)
+    assert len(folder) == 1 and folder[0].shape == (3, 16, 16)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        ImageFolder(tmp_path / "empty", 16)
+    with pytest.raises(ValueError, match="image folder not found"):
+        ImageFolder(tmp_path / "missing", 16)
+
+
+def test_checkpoints_are_found_only_when_complete_and_pruned_to_keep(tmp_path):
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    accelerator = Accelerator(cpu=True)
+    model = accelerator.prepare(torch.nn.Linear(2, 2))
+    progress = TrainingProgress()
+    checkpointer = Checkpointer(accelerator, tmp_path, progress, keep=2)
+    (tmp_path / "checkpoints" / ".tmp-step_00000009").mkdir(parents=True)  # a crash mid-save
+    (tmp_path / "checkpoints" / "step_00000008").mkdir()  # no config.yaml: incomplete
+    assert checkpointer.latest() is None
+    for step in (1, 2, 3):
+        progress.step, progress.batches_consumed = step, 2 * step
+        checkpointer.save(TrainingConfig())
+    assert [p.name for p in checkpointer.checkpoints()] == ["step_00000002", "step_00000003"]
+    with torch.no_grad():
+        model.weight.zero_()
+    progress.step = 0
+    checkpointer.restore(checkpointer.checkpoints()[0])
+    assert progress.state_dict() == {"step": 2, "batches_consumed": 4} and model.weight.abs().sum() > 0

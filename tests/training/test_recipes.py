@@ -1,0 +1,185 @@
+"""The three recipes on tiny configs, in-process on CPU: a few steps each, exact resume, the saved
+outputs, bad data rows."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+from accelerate.utils import set_seed
+from peft import PeftModel
+
+from hart.tokenizer import HybridTokenizer
+from hart_vlm import HartVLM
+from hart_vlm.default_model import has_default_model
+from hart_vlm.training.config import run_cli
+
+from .conftest import CONFIGS, load_recipe, run_recipe
+
+
+def tokenizer_args(out):
+    return ["--config", str(CONFIGS / "tokenizer_tiny.yaml"), "--output-dir", str(out), "--assembly-images", "16",
+            "--photo-crops", "16"]
+
+
+def vlm_args(out):
+    return ["--config", str(CONFIGS / "vlm_tiny.yaml"), "--output-dir", str(out), "--mixture-examples", "32"]
+
+
+def lora_args(out, base, data):
+    return ["--base", str(base), "--data", str(data), "--output-dir", str(out), "--lora-rank", "4", "--batch-size", "2"]
+
+
+def metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_tokenizer_three_steps_reaches_every_stage(tmp_path):
+    # tokenizer_tiny.yaml: GAN from step 1, hybrid from step 2
+    result = run_recipe("train_tokenizer", tokenizer_args(tmp_path) + ["--max-steps", "3", "--log-every", "1"])
+    assert result.step == 3
+    train = [m for m in metrics(tmp_path) if m["split"] == "train"]
+    assert [m["step"] for m in train] == [1, 2, 3]
+    assert "adversarial" not in train[0] and "discriminator" in train[1]
+    evals = [m for m in metrics(tmp_path) if m["split"] == "eval"]
+    assert len(evals) == 1 and all(v == v for v in evals[0].values())
+    saved = HybridTokenizer.from_pretrained(tmp_path / "model")
+    trained = result.model.tokenizer.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in saved.state_dict().items())
+    checkpoint = tmp_path / "checkpoints" / "step_00000003"
+    assert yaml.safe_load((checkpoint / "config.yaml").read_text())["max_steps"] == 3
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def test_train_vlm_three_steps_logs_three_losses_and_saves_a_loadable_model(tmp_path):
+    result = run_recipe("train_vlm", vlm_args(tmp_path) + ["--max-steps", "3", "--log-every", "1", "--save-every", "1",
+                                                           "--keep-checkpoints", "2"])
+    train = [m for m in metrics(tmp_path) if m["split"] == "train"]
+    assert [m["step"] for m in train] == [1, 2, 3]
+    for m in train:
+        assert m["loss"] == pytest.approx(m["text_loss"] + m["image_loss"] + m["diffusion_loss"], rel=1e-5)
+    # keep_checkpoints=2: the step-1 checkpoint was pruned, no temporary folder is left behind
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step_00000002", "step_00000003"]
+    loaded = HartVLM.from_pretrained(tmp_path / "model")
+    assert loaded.processor is not None
+    state = result.model.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
+    # the frozen HART tokenizer did not move (the recipe builds the model right after set_seed(seed))
+    recipe = load_recipe("train_vlm")
+    set_seed(0)
+    fresh = recipe.build_model(recipe.VLMTrainingConfig(model_preset="tiny"))
+    for k, v in fresh.image_tokenizer.state_dict().items():
+        assert torch.equal(v, loaded.image_tokenizer.state_dict()[k])
+
+
+@pytest.mark.parametrize("recipe", ["train_tokenizer", "train_vlm", "finetune_lora"])
+def test_four_steps_equal_two_plus_resume_plus_two(tmp_path, recipe, tiny_vlm_dir, instructions):
+    def args(out, steps):
+        base = {"train_tokenizer": tokenizer_args, "train_vlm": vlm_args}.get(recipe)
+        common = base(out) if base else lora_args(out, tiny_vlm_dir, instructions)
+        # accumulation and a warm-up + cosine schedule that spans 4 steps in both runs
+        return common + ["--max-steps", str(steps), "--schedule-steps", "4", "--warmup-steps", "1",
+                         "--gradient-accumulation-steps", "2", "--eval-every", "0"]
+
+    straight = run_recipe(recipe, args(tmp_path / "a", 4))
+    first = run_recipe(recipe, args(tmp_path / "b", 2))
+    halfway = {k: v.clone() for k, v in first.model.state_dict().items()}
+    resumed = run_recipe(recipe, args(tmp_path / "b", 4) + ["--resume"])
+    assert resumed.step == 4
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert any(not torch.equal(halfway[k], b[k]) for k in b)  # the last two steps did train
+    assert resumed.eval_metrics == straight.eval_metrics
+
+
+def test_lora_adapter_reapplied_and_merged_give_the_same_outputs(tmp_path, tiny_vlm_dir, instructions):
+    result = run_recipe("finetune_lora", lora_args(tmp_path, tiny_vlm_dir, instructions)
+                        + ["--max-steps", "3", "--merge", "--learning-rate", "1e-2"])
+    assert set(result.saved) == {"adapter", "merged"}
+    trained = result.model.eval()
+    messages = json.loads(instructions.read_text().splitlines()[0])["messages"]
+    batch = trained.base_model.model.processor([messages], base_dir=instructions.parent)
+    with torch.no_grad():
+        expected = trained(**batch).logits
+        base = HartVLM.from_pretrained(tiny_vlm_dir).eval()
+        assert not torch.allclose(base(**batch).logits, expected, atol=1e-3)  # the adapter changed the model
+        reapplied = PeftModel.from_pretrained(HartVLM.from_pretrained(tiny_vlm_dir), tmp_path / "adapter").eval()
+        torch.testing.assert_close(reapplied(**batch).logits, expected, rtol=0, atol=1e-5)
+        merged = HartVLM.from_pretrained(tmp_path / "merged").eval()
+        torch.testing.assert_close(merged(**batch).logits, expected, rtol=0, atol=1e-4)
+    assert merged.processor is not None
+
+
+def bad_copy(instructions, tmp_path, line: str):
+    """The instruction file with `line` inserted as its line 3, beside the same images."""
+    lines = instructions.read_text().splitlines()
+    bad = instructions.parent / f"bad_{tmp_path.name}.jsonl"
+    bad.write_text("\n".join(lines[:2] + [line] + lines[2:]) + "\n")
+    return bad
+
+
+@pytest.mark.parametrize("line", [
+    '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [',
+    json.dumps({"messages": [{"role": "user", "content": "Draw it."},
+                             {"role": "assistant", "content": [{"type": "image", "image": "images/missing.png"}]}]}),
+])
+def test_a_bad_row_stops_the_run_naming_file_and_line_or_is_skipped_and_counted(tmp_path, tiny_vlm_dir, instructions, line):
+    bad = bad_copy(instructions, tmp_path, line)
+    with pytest.raises(ValueError, match=rf"{bad.name}:3: (broken JSON|.*image file not found)"):
+        run_recipe("finetune_lora", lora_args(tmp_path / "a", tiny_vlm_dir, bad) + ["--max-steps", "1"])
+    run_recipe("train_vlm", vlm_args(tmp_path / "b") + ["--data", str(bad), "--skip-bad-rows", "--max-steps", "1"])
+    data = [m for m in metrics(tmp_path / "b") if m["split"] == "data"][0]
+    assert data["skipped_rows"] == 1 and data["train_examples"] == 8
+
+
+def test_finetune_lora_base_default_fails_clearly_until_the_default_model_ships(tmp_path, instructions, capsys):
+    recipe = load_recipe("finetune_lora")
+    argv = ["--base", "default", "--data", str(instructions), "--max-steps", "1", "--output-dir", str(tmp_path)]
+    if has_default_model():
+        assert recipe.LoraTrainingConfig(base="default", data=[str(instructions)]).base == "default"
+        return
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(recipe.LoraTrainingConfig, recipe.main, argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "embedded default model is not in this installation" in err and "--base PATH" in err
+    assert not (tmp_path / "config.yaml").exists()
+
+
+def test_resume_without_a_checkpoint_starts_fresh_and_resume_from_a_folder_works(tmp_path):
+    run_recipe("train_vlm", vlm_args(tmp_path / "a") + ["--max-steps", "1", "--resume"])
+    assert (tmp_path / "a" / "checkpoints" / "step_00000001").is_dir()
+    shutil.copytree(tmp_path / "a" / "checkpoints" / "step_00000001", tmp_path / "ckpt")
+    result = run_recipe("train_vlm", vlm_args(tmp_path / "b") + ["--max-steps", "2", "--resume-from",
+                                                                 str(tmp_path / "ckpt")])
+    assert result.step == 2 and [m["step"] for m in metrics(tmp_path / "b") if m["split"] == "train"] == [2]
+
+
+def test_train_vlm_takes_a_trained_hart_tokenizer_and_a_pretrained_llm(tmp_path):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from hart.tokenizer_config import HybridTokenizerConfig
+
+    torch.manual_seed(1)
+    tokenizer_config = HybridTokenizerConfig.from_dict({**HybridTokenizerConfig.from_preset("tiny").to_dict(),
+                                                        "vocab_size": 128, "v_patch_nums": (1, 2, 4)})
+    HybridTokenizer(tokenizer_config).save_pretrained(tmp_path / "tok")
+    saved = HybridTokenizer.from_pretrained(tmp_path / "tok").state_dict()
+    # a preset backbone around the trained tokenizer: the config follows the tokenizer's
+    result = run_recipe("train_vlm", vlm_args(tmp_path / "a") + ["--hart-tokenizer", str(tmp_path / "tok"),
+                                                                 "--max-steps", "1"])
+    assert result.model.config.image_tokenizer.v_patch_nums == (1, 2, 4)
+    assert all(torch.equal(v, result.model.image_tokenizer.state_dict()[k]) for k, v in saved.items())
+    # a local causal-LM folder (HartVLM.from_components)
+    llm = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=1024)
+    AutoModelForCausalLM.from_config(llm).save_pretrained(tmp_path / "llm")
+    result = run_recipe("train_vlm", vlm_args(tmp_path / "b") + ["--llm", str(tmp_path / "llm"), "--hart-tokenizer",
+                                                                 str(tmp_path / "tok"), "--max-steps", "1"])
+    assert result.model.backbone.config.num_hidden_layers == 1
+    assert HartVLM.from_pretrained(tmp_path / "b" / "model").processor is not None

@@ -1,0 +1,211 @@
+"""Pre-train or fine-tune (SFT) the unified model on a mixture of interleaved chats.
+
+    python training/train_vlm.py --config training/configs/vlm_tiny.yaml --max-steps 3
+    accelerate launch --config_file training/configs/accelerate/ddp.yaml training/train_vlm.py \
+        --config training/configs/vlm_default.yaml --hart-tokenizer runs/tokenizer_default/model
+
+The model is built from a preset (its HART tokenizer taken from `--hart-tokenizer`, a folder written
+by train_tokenizer.py or an official HART tokenizer; the model's config follows the tokenizer's),
+from a pretrained LLM folder (`--llm`), or loaded from a saved HartVLM (`--init-from`, e.g. SFT
+after pre-training). The HART tokenizer stays frozen. Data: JSONL instruction files (DESIGN.md §7),
+a `datasets` dataset with a "messages" column, or, by default, the procedural assembly mixture
+(guides as interleaved chats, caption -> image, image -> description, text only). Batches are
+grouped by length; the loss is DESIGN.md §4's, its three parts logged separately.
+Writes output_dir/model (`HartVLM.save_pretrained`, with its processor), output_dir/checkpoints/,
+output_dir/metrics.jsonl and output_dir/config.yaml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from accelerate.utils import set_seed
+
+from hart.tokenizer import HybridTokenizer
+from hart_vlm import HartVLM, HartVLMConfig, HartVLMProcessor
+from hart_vlm.text_tokenizer import load_text_tokenizer
+from hart_vlm.training.batching import ChatCollator, make_loader
+from hart_vlm.training.checkpoint import Checkpointer, TrainingProgress
+from hart_vlm.training.config import TrainingConfig, option, run_cli, save_config
+from hart_vlm.training.data import AssemblyMixture, ChatDataset, HFChatDataset, load_hf_dataset
+from hart_vlm.training.runtime import (
+    MetricsLogger, TrainingResult, evaluate, make_accelerator, make_optimizer, make_scheduler, progress_bar,
+    reduce_mean, short, step_generator,
+)
+
+LOSSES = ("loss", "text_loss", "image_loss", "diffusion_loss")
+
+
+@dataclass
+class VLMTrainingConfig(TrainingConfig):
+    model_preset: str = option("tiny", "HartVLMConfig preset of a model built from scratch")
+    model_overrides: dict = option({}, "HartVLMConfig fields replacing the preset's (text_config: {...} for the backbone)")
+    hart_tokenizer: str | None = option(None, "trained HART tokenizer folder; the model's image config follows it")
+    llm: str | None = option(None, "build the model around this local transformers causal-LM folder")
+    init_from: str | None = option(None, "continue training a saved HartVLM folder (e.g. SFT after pre-training)")
+    attn_implementation: str = option("sdpa", "backbone attention: sdpa (CPU and GPU), flex_attention (GPU) or eager")
+    data: list[str] = option([], "JSONL instruction files (DESIGN.md §7); none: the procedural assembly mixture")
+    dataset: str | None = option(None, "a datasets folder (save_to_disk) or name with a 'messages' column")
+    dataset_split: str = option("train", "split of `dataset`")
+    eval_data: list[str] = option([], "JSONL files to evaluate on (the mixture: its validation split)")
+    skip_bad_rows: bool = option(False, "leave out (and count) bad JSONL rows instead of stopping at the first")
+    mixture_examples: int = option(100000, "examples of the procedural assembly mixture (train split)")
+    mixture_weights: dict = option({"guide": 0.6, "caption": 0.3, "text": 0.1}, "task weights of the mixture")
+    eval_examples: int = option(64, "examples of the mixture's validation split to evaluate on")
+    data_seed: int = option(0, "seed of the procedural assembly data")
+    length_grouping: bool = option(True, "batch examples of similar length together")
+    group_batches: int = option(16, "batches per length-sorted window")
+    max_length: int | None = option(None, "stop at an example longer than this many positions")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.llm is not None and self.init_from is not None:
+            raise ValueError("give at most one of llm (build around an LLM) and init_from (a saved HartVLM)")
+        if self.llm is not None and self.hart_tokenizer is None:
+            raise ValueError("llm needs hart_tokenizer: a trained HART tokenizer folder to pair it with")
+        if self.init_from is not None and (self.hart_tokenizer is not None or self.model_overrides):
+            raise ValueError("an init_from model brings its own tokenizer and config; drop hart_tokenizer/model_overrides")
+        if self.data and self.dataset is not None:
+            raise ValueError("give either data (JSONL files) or dataset, not both")
+        if self.mixture_examples < 1 or self.eval_examples < 0 or self.group_batches < 1:
+            raise ValueError("mixture_examples and group_batches must be >= 1, eval_examples >= 0")
+
+
+def build_model(cfg: VLMTrainingConfig) -> HartVLM:
+    """A HartVLM with its processor, as the config asks; its HART tokenizer frozen."""
+    if cfg.init_from is not None:
+        model = HartVLM.from_pretrained(cfg.init_from)
+        if model.processor is None:
+            raise ValueError(f"{cfg.init_from!r} holds no processor; save models with HartVLM.save_pretrained")
+    elif cfg.llm is not None:
+        model = HartVLM.from_components(cfg.llm, cfg.hart_tokenizer)
+    else:
+        overrides = dict(cfg.model_overrides)
+        tokenizer = HybridTokenizer.from_pretrained(cfg.hart_tokenizer) if cfg.hart_tokenizer else None
+        if tokenizer is not None:  # the model's image layout and codebook follow the trained tokenizer
+            overrides["hart_tokenizer_config"] = tokenizer.config.to_dict()
+        text_tokenizer = load_text_tokenizer()
+        config = HartVLMConfig.from_preset(cfg.model_preset, tokenizer=text_tokenizer, **overrides)
+        model = HartVLM(config)
+        if tokenizer is not None:
+            model.image_tokenizer.load_state_dict(tokenizer.state_dict())
+        model.processor = HartVLMProcessor(text_tokenizer, config)
+    model.backbone.set_attn_implementation(cfg.attn_implementation)
+    model.image_tokenizer.requires_grad_(False)
+    # fp32 master weights whatever the checkpoint's dtype; mixed precision is autocast's job
+    return model.float().train()
+
+
+def main(cfg: VLMTrainingConfig) -> TrainingResult:
+    accelerator = make_accelerator(cfg)
+    out = Path(cfg.output_dir)
+    if accelerator.is_main_process:
+        save_config(cfg, out / "config.yaml")
+    logger = MetricsLogger(out, accelerator.is_main_process)
+
+    # 1. the model, initialised identically on every process
+    set_seed(cfg.seed)
+    model = build_model(cfg)
+    processor = model.processor
+    positions = model.config.layout.num_positions
+
+    # 2. data
+    skipped: list[str] = []
+    if cfg.data:
+        train_set, skipped = ChatDataset.from_jsonl(cfg.data, positions, cfg.skip_bad_rows)
+    elif cfg.dataset is not None:
+        train_set = HFChatDataset(load_hf_dataset(cfg.dataset, cfg.dataset_split))
+    else:
+        train_set = AssemblyMixture(cfg.mixture_examples, "train", cfg.data_seed, model.config.image_size,
+                                    cfg.mixture_weights, positions)
+    eval_set = None
+    if cfg.eval_data:
+        eval_set, eval_skipped = ChatDataset.from_jsonl(cfg.eval_data, positions, cfg.skip_bad_rows)
+        skipped += eval_skipped
+    elif not cfg.data and cfg.dataset is None and cfg.eval_examples:
+        eval_set = AssemblyMixture(cfg.eval_examples, "validation", cfg.data_seed, model.config.image_size,
+                                   cfg.mixture_weights, positions)
+    if skipped:
+        accelerator.print(f"skipped {len(skipped)} bad rows, the first: {skipped[0]}")
+    collate = ChatCollator(processor, cfg.max_length)
+    n_proc = accelerator.num_processes
+    length = getattr(train_set, "length", None) if cfg.length_grouping else None
+    train_loader = make_loader(train_set, min(cfg.batch_size, len(train_set)),
+                               cfg.max_steps * cfg.gradient_accumulation_steps * n_proc, cfg.seed, cfg.num_workers,
+                               collate, length, cfg.group_batches)
+    eval_loader = None
+    if eval_set is not None:
+        eval_loader = make_loader(eval_set, min(cfg.batch_size, len(eval_set)), cfg.eval_batches * n_proc,
+                                  cfg.seed + 1, cfg.num_workers, collate)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    accelerator.print(f"model: {trainable:,} trainable parameters, {model.config.image_size} px images; "
+                      f"{len(train_set):,} training examples")
+
+    # 3. optimisation state, prepared for the launch configuration; resume if asked
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    if eval_loader is not None:
+        eval_loader = accelerator.prepare(eval_loader)
+    accelerator.register_for_checkpointing(scheduler)
+    progress = TrainingProgress()
+    checkpointer = Checkpointer(accelerator, out, progress, cfg.keep_checkpoints)
+    checkpointer.resume(cfg)
+    logger.log({"step": progress.step, "split": "data", "train_examples": len(train_set), "skipped_rows": len(skipped),
+                "processes": n_proc})
+    batches = iter(accelerator.skip_first_batches(train_loader, progress.batches_consumed)
+                   if progress.batches_consumed else train_loader)
+
+    def eval_losses(model, batch, index):
+        generator = step_generator(cfg.seed + 1, 0, index, accelerator.process_index, accelerator.device)
+        output = model(**batch, generator=generator)
+        return {name: getattr(output, name) for name in LOSSES}
+
+    # 4. the loop: one optimizer step = gradient_accumulation_steps micro-batches
+    bar = progress_bar(cfg, accelerator, progress.step, "train_vlm")
+    window, eval_metrics = [], None
+    while progress.step < cfg.max_steps:
+        lr = scheduler.get_last_lr()[0]
+        for micro in range(cfg.gradient_accumulation_steps):
+            batch = next(batches)
+            progress.batches_consumed += 1
+            # context dropout and the diffusion noise draw from this generator (resumable)
+            generator = step_generator(cfg.seed, progress.step, micro, accelerator.process_index, accelerator.device)
+            with accelerator.accumulate(model):  # the optimizer steps (and zeroes) on the last micro-batch only
+                output = model(**batch, generator=generator)
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            window.append({name: getattr(output, name).detach() for name in LOSSES})
+        scheduler.step()
+        progress.step += 1
+        bar.update(1)
+        bar.set_postfix(short({k: float(v) for k, v in window[-1].items()}))
+        last = progress.step == cfg.max_steps
+        if progress.step % cfg.log_every == 0 or last:
+            logger.log({"step": progress.step, "split": "train", "lr": lr, **reduce_mean(accelerator, window)})
+            window = []
+        if eval_loader is not None and ((cfg.eval_every and progress.step % cfg.eval_every == 0) or last):
+            eval_metrics = evaluate(accelerator, model, eval_loader, eval_losses)
+            logger.log({"step": progress.step, "split": "eval", **eval_metrics})
+            accelerator.print(f"step {progress.step}: eval " + ", ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
+        if (cfg.save_every and progress.step % cfg.save_every == 0) or last:
+            checkpointer.save(cfg)
+    bar.close()
+
+    # 5. the trained model with its processor
+    state = accelerator.get_state_dict(model)
+    trained = accelerator.unwrap_model(model)
+    saved = {}
+    if accelerator.is_main_process:
+        trained.save_pretrained(out / "model", state_dict=state)
+        saved["model"] = out / "model"
+    accelerator.wait_for_everyone()
+    return TrainingResult(trained, progress.step, out, saved, eval_metrics)
+
+
+if __name__ == "__main__":
+    run_cli(VLMTrainingConfig, main, description=__doc__.split("\n\n")[0])
