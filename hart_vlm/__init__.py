@@ -13,7 +13,8 @@ from .modeling_hart_vlm import HartVLM, HartVLMOutput
 from .processing_hart_vlm import HartVLMProcessor
 from .default_model import load_default
 from .sampling import SamplingConfig
-from .story import ChatResponse, Done, ImageDone, ImagePreview, Step, Story, TextDelta, collect
+from .events import Done, ImageDone, ImagePreview, TextDelta, collect
+from .story import ChatResponse, Step, Story
 
 __version__ = "0.1.0"
 

@@ -58,7 +58,7 @@ def _sampling(args) -> dict:
 
 
 def run_story(args) -> int:
-    from .story import ImageDone, TextDelta
+    from .events import ImageDone, TextDelta
 
     start = time.perf_counter()
     model = _load(args)
@@ -80,7 +80,7 @@ def run_story(args) -> int:
 
 
 def run_chat(args) -> int:
-    from .story import ImageDone, TextDelta
+    from .events import ImageDone, TextDelta
 
     model = _load(args)
     args.out.mkdir(parents=True, exist_ok=True)

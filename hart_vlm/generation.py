@@ -28,7 +28,8 @@ from hart.images import tensor_to_pil
 from . import special_tokens as st
 from .layout import TEXT_BLOCK
 from .sampling import SamplingConfig, apply_repetition_penalty, sample_from_logits
-from .story import ChatResponse, Done, ImageDone, ImagePreview, TextDelta
+from .events import Done, ImageDone, ImagePreview, TextDelta
+from .story import ChatResponse
 
 
 @dataclass
@@ -286,7 +287,7 @@ class InterleavedGenerator:
         """The Chameleon / Liquid / Emu3 way, for the speed benchmark and ablations: the last
         scale's codes one per forward pass in raster order, each position fed word_embed of the
         previous code plus its 2-D position embedding. Discrete-only, no context block."""
-        model, layout, tok, s = self.model, self.layout, self.tok, self.s
+        model, layout, tok = self.model, self.layout, self.tok
         n, K = rows.shape[0], layout.num_scales
         pn = layout.v_patch_nums[-1]
         compute_rows = self._rows_for(rows)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.masking_utils import create_causal_mask
 from transformers.utils import ModelOutput
@@ -28,7 +28,7 @@ from hart.tokenizer import HybridTokenizer
 from hart.tokenizer_config import HybridTokenizerConfig
 
 from .configuration_hart_vlm import HartVLMConfig, special_token_ids
-from .layout import TEXT_BLOCK, ImageLayout
+from .layout import ImageLayout
 
 IGNORE_INDEX = -100
 # A step's text ends at the end of its first line: "Step 3: Attach the door to the left side."
@@ -247,16 +247,10 @@ class HartVLM(HartVLMPreTrainedModel):
         (used to hide an image's context for classifier-free guidance). Returns the final hidden
         states (B, q, D) (after the backbone's last norm) and the cache.
         """
-        config = self.backbone.config
-        and_mask = None
-        if context_start is not None:
-            start = context_start
-
-            def and_mask(batch_idx, head_idx, q_idx, kv_idx):
-                return kv_idx >= start[batch_idx, q_idx]
+        and_mask = None if context_start is None else _context_start_mask(context_start)
 
         mask = create_causal_mask(
-            config=config,
+            config=self.backbone.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             past_key_values=past_key_values,
@@ -398,7 +392,7 @@ class HartVLM(HartVLMPreTrainedModel):
         """
         from .generation import InterleavedGenerator
         from .sampling import SamplingConfig
-        from .story import Done
+        from .events import Done
 
         if self.processor is None:
             raise ValueError("the model has no processor; load it with from_pretrained, load_default or from_components")
@@ -432,7 +426,8 @@ class HartVLM(HartVLMPreTrainedModel):
         step's sentence) so that every step gets its picture even from a model that rarely emits
         `<|image_start|>` by itself; `num_steps` stops after that many steps. `on_event`, if
         given, is called with every stream event (for progress display)."""
-        from .story import Done, Story
+        from .events import Done
+        from .story import Story
 
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("prompt must be a non-empty string")
@@ -582,3 +577,12 @@ def _check_same_vocabulary(saved: HartVLMConfig, wanted: HartVLMConfig, path: st
     diff = [f"{k}: checkpoint {a[k]} vs config {b[k]}" for k in a if a[k] != b[k]]
     if diff:
         raise ValueError(f"the checkpoint in {path!r} has another vocabulary or image layout than the given config: " + "; ".join(diff))
+
+
+def _context_start_mask(context_start_BL: torch.Tensor):
+    """A transformers mask function: query q may only see keys at or after context_start[b, q]."""
+
+    def inner(batch_idx, head_idx, q_idx, kv_idx):
+        return kv_idx >= context_start_BL[batch_idx, q_idx]
+
+    return inner

@@ -1,5 +1,5 @@
-"""Batches: a deterministic, length-grouped stream of index batches and the collator that turns
-conversations into model inputs.
+"""Batches: a deterministic, length-grouped stream of index batches, the collator that turns
+conversations into model inputs and the losses of such a batch.
 
 The batch sampler yields exactly `num_batches` batches, epoch after epoch, and epoch e's order is
 a pure function of (seed, e). A prefix of the stream does not depend on its total length, so a run
@@ -14,10 +14,14 @@ from itertools import count
 from typing import Callable, Iterator
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import BatchFeature
 
 from hart_vlm.processing_hart_vlm import HartVLMProcessor
+
+# DESIGN.md §4: the loss and its three parts, logged separately
+CHAT_LOSSES = ("loss", "text_loss", "image_loss", "diffusion_loss")
 
 
 class GroupedBatchSampler(Sampler[list[int]]):
@@ -80,6 +84,13 @@ class ChatCollator:
 
     def __call__(self, conversations: list[list[dict]]) -> BatchFeature:
         return self.processor(list(conversations), max_length=self.max_length)
+
+
+def chat_losses(model: torch.nn.Module, batch: BatchFeature, generator: torch.Generator, step: int) -> dict[str, torch.Tensor]:
+    """The losses of a HartVLM (or a peft model around one) on a ChatCollator batch, the same at
+    every step; context dropout and the diffusion noise draw from `generator` (loop.LossFn)."""
+    output = model(**batch, generator=generator)
+    return {name: getattr(output, name) for name in CHAT_LOSSES}
 
 
 def make_loader(dataset: Dataset, batch_size: int, num_batches: int, seed: int, num_workers: int = 0,

@@ -9,7 +9,8 @@ import torch
 
 from hart_vlm.generation import InterleavedGenerator
 from hart_vlm.sampling import SamplingConfig
-from hart_vlm.story import ImageDone, ImagePreview, Story, TextDelta, collect
+from hart_vlm.events import ImageDone, ImagePreview, TextDelta, collect
+from hart_vlm.story import Story
 
 QUESTION = [{"role": "user", "content": [{"type": "text", "text": "How do I assemble a stool?"}]}]
 EVERY_FEW_TOKENS = r"[\s\S]{12}"  # forces an image once a text segment holds 12 characters

@@ -9,16 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hart_vlm.story import (
-    ChatResponse,
-    Done,
-    ImageDone,
-    ImagePreview,
-    Step,
-    Story,
-    TextDelta,
-    collect,
-)
+from hart_vlm.events import Done, ImageDone, ImagePreview, TextDelta, collect
+from hart_vlm.story import ChatResponse, Step, Story
 
 CHROMIUM = "/usr/bin/chromium"
 
