@@ -167,7 +167,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "hart_256px": dict(v_patch_nums=HART_SCHEDULES[256]),
     # The embedded default model's tokenizer (DESIGN.md §6): 128 px, downsample 16, so the
     # discrete grid is a coarse 8 x 8 over six scales (130 codes, six LLM passes per image) and
-    # the continuous residual carries the detail; ~4M parameters, small enough for a 2-core CPU.
+    # the continuous residual carries the detail; 4.56M parameters, small enough for a 2-core CPU.
     "default_128px": dict(
         vocab_size=2048,
         z_channels=32,

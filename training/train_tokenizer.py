@@ -29,14 +29,11 @@ from hart.discriminator import PatchDiscriminator
 from hart.tokenizer import HybridTokenizer
 from hart.tokenizer_config import HybridTokenizerConfig
 from hart_vlm.training.batching import make_loader
-from hart_vlm.training.checkpoint import Checkpointer, TrainingProgress
 from hart_vlm.training.config import TrainingConfig, option, run_cli, save_config
 from hart_vlm.training.data import load_hf_dataset
 from hart_vlm.training.images import EVAL_PHOTOS, TRAIN_PHOTOS, AssemblyImages, HFImages, ImageFolder, PhotoCrops
-from hart_vlm.training.runtime import (
-    MetricsLogger, TrainingResult, evaluate, make_accelerator, make_optimizer, make_scheduler, progress_bar,
-    reduce_mean, short, step_generator,
-)
+from hart_vlm.training.loop import train_loop
+from hart_vlm.training.runtime import TrainingResult, make_accelerator, make_optimizer, make_scheduler
 from hart_vlm.training.tokenizer_objective import TokenizerObjective
 
 
@@ -122,66 +119,31 @@ def main(cfg: TokenizerTrainingConfig) -> TrainingResult:
     accelerator.print(f"tokenizer: {sum(p.numel() for p in tokenizer.parameters()):,} parameters, {size} px, "
                       f"scales {tokenizer.config.v_patch_nums}; {len(train_set):,} training images")
 
-    # 3. optimisation state, prepared for the launch configuration; resume if asked
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    if eval_loader is not None:
-        eval_loader = accelerator.prepare(eval_loader)
-    accelerator.register_for_checkpointing(scheduler)
-    progress = TrainingProgress()
-    checkpointer = Checkpointer(accelerator, out, progress, cfg.keep_checkpoints)
-    checkpointer.resume(cfg)
-    batches = iter(accelerator.skip_first_batches(train_loader, progress.batches_consumed)
-                   if progress.batches_consumed else train_loader)
-    logger = MetricsLogger(out, accelerator.is_main_process)
+    # 3. optimisation (loop.py: prepare for the launch configuration, resume if asked, then
+    # accumulate, clip, step, log, evaluate and checkpoint); the stages follow the optimizer step
+    def compute_losses(model, images, generator, step):
+        continuous_prob = cfg.continuous_prob if step >= cfg.hybrid_start_step else 0.0
+        adversarial_weight = cfg.adversarial_weight if cfg.discriminator and step >= cfg.gan_start_step else 0.0
+        return model(images, generator, continuous_prob, adversarial_weight)
 
-    def eval_losses(model, images, index):
-        generator = step_generator(cfg.seed + 1, 0, index, accelerator.process_index, accelerator.device)
+    def eval_losses(model, images, generator, step):  # both decoder branches, whatever the stage
         discrete = model(images, generator, continuous_prob=0.0)["reconstruction"]
         hybrid = model(images, generator, continuous_prob=1.0)["reconstruction"]
         return {"discrete_mse": discrete, "hybrid_mse": hybrid}
 
-    # 4. the loop: one optimizer step = gradient_accumulation_steps micro-batches
-    bar = progress_bar(cfg, accelerator, progress.step, "tokenizer")
-    window, eval_metrics = [], None
-    while progress.step < cfg.max_steps:
-        continuous_prob = cfg.continuous_prob if progress.step >= cfg.hybrid_start_step else 0.0
-        adversarial_weight = cfg.adversarial_weight if cfg.discriminator and progress.step >= cfg.gan_start_step else 0.0
-        lr = scheduler.get_last_lr()[0]
-        for micro in range(cfg.gradient_accumulation_steps):
-            images = next(batches)
-            progress.batches_consumed += 1
-            generator = step_generator(cfg.seed, progress.step, micro, accelerator.process_index, accelerator.device)
-            with accelerator.accumulate(model):  # the optimizer steps (and zeroes) on the last micro-batch only
-                losses = model(images, generator, continuous_prob, adversarial_weight)
-                accelerator.backward(losses["loss"])
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            window.append({k: v.detach() for k, v in losses.items()})
-        scheduler.step()
-        progress.step += 1
-        bar.update(1)
-        bar.set_postfix(short({k: float(v) for k, v in window[-1].items()}))
-        last = progress.step == cfg.max_steps
-        if progress.step % cfg.log_every == 0 or last:
-            logger.log({"step": progress.step, "split": "train", "lr": lr, **reduce_mean(accelerator, window)})
-            window = []
-        if eval_loader is not None and ((cfg.eval_every and progress.step % cfg.eval_every == 0) or last):
-            eval_metrics = evaluate(accelerator, model, eval_loader, eval_losses)
-            for branch in ("discrete", "hybrid"):  # images span [-1, 1]: peak-to-peak 2
-                eval_metrics[f"{branch}_psnr"] = 10 * math.log10(4.0 / max(eval_metrics[f"{branch}_mse"], 1e-12))
-            logger.log({"step": progress.step, "split": "eval", **eval_metrics})
-            accelerator.print(f"step {progress.step}: eval " + ", ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
-        if (cfg.save_every and progress.step % cfg.save_every == 0) or last:
-            checkpointer.save(cfg)
-    bar.close()
+    def with_psnr(metrics):  # images span [-1, 1]: peak-to-peak 2, PSNR = 10 log10(2² / MSE)
+        psnr = {f"{b}_psnr": 10 * math.log10(4.0 / max(metrics[f"{b}_mse"], 1e-12)) for b in ("discrete", "hybrid")}
+        return {**metrics, **psnr}
 
-    # 5. the trained tokenizer, as HybridTokenizer.save_pretrained writes it
-    state = accelerator.get_state_dict(model)
-    trained = accelerator.unwrap_model(model)
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg)
+    loop = train_loop(cfg, accelerator, model, optimizer, scheduler, train_loader, compute_losses, name="tokenizer",
+                      data_info={"train_examples": len(train_set)}, eval_loader=eval_loader, eval_losses=eval_losses,
+                      summarize_eval=with_psnr)
+
+    # 4. the trained tokenizer, as HybridTokenizer.save_pretrained writes it
+    state = accelerator.get_state_dict(loop.model)
+    trained = accelerator.unwrap_model(loop.model)
     saved = {}
     if accelerator.is_main_process:
         export = HybridTokenizer(trained.tokenizer.config)
@@ -189,7 +151,7 @@ def main(cfg: TokenizerTrainingConfig) -> TrainingResult:
         export.save_pretrained(out / "model")
         saved["model"] = out / "model"
     accelerator.wait_for_everyone()
-    return TrainingResult(trained, progress.step, out, saved, eval_metrics)
+    return TrainingResult(trained, loop.progress.step, out, saved, loop.eval_metrics)
 
 
 if __name__ == "__main__":

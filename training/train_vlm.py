@@ -25,16 +25,11 @@ from accelerate.utils import set_seed
 from hart.tokenizer import HybridTokenizer
 from hart_vlm import HartVLM, HartVLMConfig, HartVLMProcessor
 from hart_vlm.text_tokenizer import load_text_tokenizer
-from hart_vlm.training.batching import ChatCollator, make_loader
-from hart_vlm.training.checkpoint import Checkpointer, TrainingProgress
+from hart_vlm.training.batching import ChatCollator, chat_losses, make_loader
 from hart_vlm.training.config import TrainingConfig, option, run_cli, save_config
 from hart_vlm.training.data import AssemblyMixture, ChatDataset, HFChatDataset, load_hf_dataset
-from hart_vlm.training.runtime import (
-    MetricsLogger, TrainingResult, evaluate, make_accelerator, make_optimizer, make_scheduler, progress_bar,
-    reduce_mean, short, step_generator,
-)
-
-LOSSES = ("loss", "text_loss", "image_loss", "diffusion_loss")
+from hart_vlm.training.loop import train_loop
+from hart_vlm.training.runtime import TrainingResult, make_accelerator, make_optimizer, make_scheduler
 
 
 @dataclass
@@ -102,7 +97,6 @@ def main(cfg: VLMTrainingConfig) -> TrainingResult:
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
-    logger = MetricsLogger(out, accelerator.is_main_process)
 
     # 1. the model, initialised identically on every process
     set_seed(cfg.seed)
@@ -142,69 +136,23 @@ def main(cfg: VLMTrainingConfig) -> TrainingResult:
     accelerator.print(f"model: {trainable:,} trainable parameters, {model.config.image_size} px images; "
                       f"{len(train_set):,} training examples")
 
-    # 3. optimisation state, prepared for the launch configuration; resume if asked
+    # 3. optimisation of DESIGN.md §4's loss, its three parts logged (loop.py: prepare for the launch
+    # configuration, resume if asked, then accumulate, clip, step, log, evaluate and checkpoint)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
-    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    if eval_loader is not None:
-        eval_loader = accelerator.prepare(eval_loader)
-    accelerator.register_for_checkpointing(scheduler)
-    progress = TrainingProgress()
-    checkpointer = Checkpointer(accelerator, out, progress, cfg.keep_checkpoints)
-    checkpointer.resume(cfg)
-    logger.log({"step": progress.step, "split": "data", "train_examples": len(train_set), "skipped_rows": len(skipped),
-                "processes": n_proc})
-    batches = iter(accelerator.skip_first_batches(train_loader, progress.batches_consumed)
-                   if progress.batches_consumed else train_loader)
+    loop = train_loop(cfg, accelerator, model, optimizer, scheduler, train_loader, chat_losses, name="train_vlm",
+                      data_info={"train_examples": len(train_set), "skipped_rows": len(skipped)},
+                      eval_loader=eval_loader, eval_losses=chat_losses)
 
-    def eval_losses(model, batch, index):
-        generator = step_generator(cfg.seed + 1, 0, index, accelerator.process_index, accelerator.device)
-        output = model(**batch, generator=generator)
-        return {name: getattr(output, name) for name in LOSSES}
-
-    # 4. the loop: one optimizer step = gradient_accumulation_steps micro-batches
-    bar = progress_bar(cfg, accelerator, progress.step, "train_vlm")
-    window, eval_metrics = [], None
-    while progress.step < cfg.max_steps:
-        lr = scheduler.get_last_lr()[0]
-        for micro in range(cfg.gradient_accumulation_steps):
-            batch = next(batches)
-            progress.batches_consumed += 1
-            # context dropout and the diffusion noise draw from this generator (resumable)
-            generator = step_generator(cfg.seed, progress.step, micro, accelerator.process_index, accelerator.device)
-            with accelerator.accumulate(model):  # the optimizer steps (and zeroes) on the last micro-batch only
-                output = model(**batch, generator=generator)
-                accelerator.backward(output.loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            window.append({name: getattr(output, name).detach() for name in LOSSES})
-        scheduler.step()
-        progress.step += 1
-        bar.update(1)
-        bar.set_postfix(short({k: float(v) for k, v in window[-1].items()}))
-        last = progress.step == cfg.max_steps
-        if progress.step % cfg.log_every == 0 or last:
-            logger.log({"step": progress.step, "split": "train", "lr": lr, **reduce_mean(accelerator, window)})
-            window = []
-        if eval_loader is not None and ((cfg.eval_every and progress.step % cfg.eval_every == 0) or last):
-            eval_metrics = evaluate(accelerator, model, eval_loader, eval_losses)
-            logger.log({"step": progress.step, "split": "eval", **eval_metrics})
-            accelerator.print(f"step {progress.step}: eval " + ", ".join(f"{k} {v:.4g}" for k, v in eval_metrics.items()))
-        if (cfg.save_every and progress.step % cfg.save_every == 0) or last:
-            checkpointer.save(cfg)
-    bar.close()
-
-    # 5. the trained model with its processor
-    state = accelerator.get_state_dict(model)
-    trained = accelerator.unwrap_model(model)
+    # 4. the trained model with its processor
+    state = accelerator.get_state_dict(loop.model)
+    trained = accelerator.unwrap_model(loop.model)
     saved = {}
     if accelerator.is_main_process:
         trained.save_pretrained(out / "model", state_dict=state)
         saved["model"] = out / "model"
     accelerator.wait_for_everyone()
-    return TrainingResult(trained, progress.step, out, saved, eval_metrics)
+    return TrainingResult(trained, loop.progress.step, out, saved, loop.eval_metrics)
 
 
 if __name__ == "__main__":

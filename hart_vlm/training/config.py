@@ -111,6 +111,11 @@ def _plain(value: Any) -> Any:
 
 def config_from_dict(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
     """`cls(**values)` with every value checked (and converted) against its annotation."""
+    return cls(**_checked_values(cls, values, source))
+
+
+def _checked_values(cls: type, values: dict[str, Any], source: str) -> dict[str, Any]:
+    """`values` with known field names only, each converted to its field's annotation."""
     if not isinstance(values, dict):
         raise TypeError(f"{source} must be a mapping of field names to values, got {type(values).__name__}")
     hints = typing.get_type_hints(cls)
@@ -118,11 +123,13 @@ def config_from_dict(cls: type[C], values: dict[str, Any], source: str = "config
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ValueError(f"{source}: unknown field(s) {unknown}; accepted: {', '.join(names)}")
-    return cls(**{k: _coerce(v, hints[k], f"{source}: {k}") for k, v in values.items()})
+    return {k: _coerce(v, hints[k], f"{source}: {k}") for k, v in values.items()}
 
 
 def load_yaml_config(cls: type[C], path: str | os.PathLike) -> dict[str, Any]:
-    """The (checked) field values of a YAML config file."""
+    """The field values of a YAML config file, names and types checked here (failing early, naming
+    the file); the checks across fields (`__post_init__`) run on the whole config once the
+    command-line overrides are in, so a file may leave a value such as LoRA's `data` to the flags."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file not found: {str(path)!r}")
@@ -130,7 +137,7 @@ def load_yaml_config(cls: type[C], path: str | os.PathLike) -> dict[str, Any]:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"cannot parse config file {str(path)!r}: {err}") from err
-    config_from_dict(cls, values, source=str(path))  # fail early, naming the file
+    _checked_values(cls, values, source=str(path))
     return values
 
 
