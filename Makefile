@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: torch install install-dev browser test demo
+.PHONY: torch install install-dev browser test demo bench
 
 # A plain `pip install torch` pulls several GB of CUDA wheels; install the CPU build
 # only when no torch is importable, and leave an existing one (e.g. a CUDA build) alone.
@@ -27,3 +27,9 @@ test: install-dev browser
 demo: install
 	$(PIP) install -q scikit-image
 	$(PYTHON) examples/tokenizer_demo.py --out demo_tokenizer.png
+
+# The CPU benchmarks that exist so far (each prints its machine and a table; results in evals/).
+bench: install-dev
+	$(PYTHON) evals/speed.py --quick
+	$(PYTHON) evals/head_speed.py
+	$(PYTHON) evals/data_speed.py
