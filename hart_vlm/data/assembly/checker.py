@@ -97,6 +97,8 @@ def segment_by_color(image_HW3: np.ndarray, frame: Frame, radius: int) -> np.nda
     palette = frame.palette.astype(np.int32)
     on_present = (frame.palette_parts >= 0) & frame.present[np.maximum(frame.palette_parts, 0)]
     part_labels = np.flatnonzero(on_present)
+    if part_labels.size == 0:  # nothing is in place yet: every pixel is background
+        return np.full(len(ys), -1)
     d_background = ((pixels - palette[None, :2]) ** 2).sum(-1).min(1)  # (P,)
     d_parts = ((pixels - palette[None, part_labels]) ** 2).sum(-1)  # (P, M)
     furniture = d_parts.min(1) < d_background

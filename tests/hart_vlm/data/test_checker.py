@@ -72,3 +72,14 @@ def test_bad_input(guide, checker):
         checker.score("bookcase", [])
     with pytest.raises(ValueError, match="psnr_cap"):
         AssemblyChecker(psnr_cap=0)
+
+
+def test_an_image_before_any_part_is_placed_is_scored_as_background():
+    """A step whose text names no part, with a picture: nothing is in place, so the implied scene
+    is empty and the checker scores the picture against it instead of failing."""
+    from hart_vlm.data.assembly import AssemblyChecker, generate_guide
+
+    guide = generate_guide(0, split="heldout", seed=0, resolution=64)
+    score = AssemblyChecker().score(guide, [("Hello there.", guide.steps[0].image)])
+    assert not score.steps[0].valid
+    assert score.steps[0].psnr is not None

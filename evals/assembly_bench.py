@@ -1,0 +1,278 @@
+"""Assembly benchmark: step-by-step stories for held-out furniture, scored against the ground truth
+(issue 9).
+
+    python evals/assembly_bench.py                      # the embedded default model, 50 prompts
+    python evals/assembly_bench.py --model PATH --num 20 --cfg 0 2 4.5
+
+For held-out guide i (`generate_guide(i, split="heldout", seed, resolution=model's image size)`:
+(kind, material, size) combinations that training never saw), the model writes a story for
+`guide.prompt` with `model.generate_story(prompt, seed=seed + i, ...)` in every setting of the sweep:
+CFG in `--cfg` x residual head on / off (`use_residual`) x the step count left to the model
+("free", num_steps=None) or given ("given", num_steps = the ground truth's). Each story is scored
+by `AssemblyChecker().score(guide, [(step.text, step.image) ...], resolution=...)`:
+
+  valid-order rate      stories whose every step adds a part, after the parts it requires
+  complete rate         stories that end with every part in place
+  step-count accuracy   stories with as many steps as the ground truth (meaningful for "free")
+  valid-step rate       steps whose text adds a part (mean over stories)
+  image rate            steps that have an image
+  IoU / PSNR / SSIM     each step's image against the render of the state its texts imply
+                        (the checker's per-part mask IoU by colour segmentation; PSNR capped at 100)
+  consistency           parts already placed stay put: for each pair of consecutive steps k-1, k,
+                        the pixels where the implied render of state k-1 shows a part face (a "pure"
+                        pixel: one flat face, no edge) that the render of state k still shows
+                        unchanged, i.e. not covered by the new part; the fraction of them whose
+                        colour (Euclidean RGB distance, 0-255 units) moves by at most `--tolerance`
+                        between generated images k-1 and k. Mean over the pairs of a story that have
+                        both images and such pixels. On the ground-truth renders it is exactly 1.
+
+Per-story numbers are averaged over stories (image metrics over the stories that have them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+STEP_MODES = ("free", "given")
+RATES = ("valid_order_rate", "complete_rate", "step_count_accuracy", "valid_step_rate", "image_rate")
+IMAGE_METRICS = ("iou", "psnr", "ssim", "consistency")
+
+
+def _load_reconstruction():
+    """evals/reconstruction.py, for the model loading and the RESULTS.md section writer it shares."""
+    if "evals_reconstruction" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("evals_reconstruction", HERE / "reconstruction.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["evals_reconstruction"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["evals_reconstruction"]
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. scoring one story
+# ------------------------------------------------------------------------------------------------
+def consistency(guide, parts_added: list[list[str]], images: list[Image.Image | None], resolution: int,
+                tolerance: float) -> float | None:
+    """Among the pixels of earlier parts that the implied state keeps unchanged from step k-1 to k,
+    the fraction whose colour stays within `tolerance` between generated images k-1 and k; the mean
+    over k (None when no pair of consecutive steps has both images and such pixels)."""
+    from hart_vlm.data.assembly import make_renderer
+
+    if len(parts_added) != len(images):
+        raise ValueError(f"parts_added ({len(parts_added)}) and images ({len(images)}) must have one entry per step")
+    if len(images) < 2:
+        return None
+    names = guide.furniture.part_names
+    frames = make_renderer(guide.furniture, guide.plan.material, guide.plan.view, resolution).render_states(
+        [[names.index(n) for n in added] for added in parts_added])
+
+    def pixels(image: Image.Image) -> np.ndarray:
+        rgb = image.convert("RGB")
+        if rgb.size != (resolution, resolution):
+            rgb = rgb.resize((resolution, resolution), Image.BICUBIC)
+        return np.asarray(rgb, dtype=np.float64)  # (H, W, 3) in [0, 255]
+
+    fractions = []
+    for k in range(1, len(images)):
+        before, after = frames[k - 1], frames[k]
+        kept = (before.part_map >= 0) & (before.labels == after.labels) & before.pure & after.pure  # (H, W)
+        if images[k - 1] is None or images[k] is None or not kept.any():
+            continue
+        moved = np.linalg.norm(pixels(images[k]) - pixels(images[k - 1]), axis=-1)  # (H, W)
+        fractions.append(float((moved[kept] <= tolerance).mean()))
+    return float(np.mean(fractions)) if fractions else None
+
+
+def score_story(guide, steps: list[tuple[str, Image.Image | None]], resolution: int, tolerance: float,
+                checker=None) -> dict:
+    """The per-story record: the checker's verdicts and means, the valid-step and image rates, and
+    the consistency between consecutive images."""
+    from hart_vlm.data.assembly import AssemblyChecker
+
+    checker = checker or AssemblyChecker()
+    score = checker.score(guide, steps, resolution=resolution)
+    n = len(steps)
+    return {
+        "index": guide.index, "kind": guide.kind, "prompt": guide.prompt,
+        "steps_true": len(guide.steps), "steps_generated": n,
+        "order_valid": score.order_valid, "complete": score.complete, "step_count_match": score.step_count_match,
+        "valid_step_rate": sum(s.valid for s in score.steps) / n if n else 0.0,
+        "image_rate": sum(image is not None for _, image in steps) / n if n else 0.0,
+        "iou": score.mean_iou, "psnr": score.mean_psnr, "ssim": score.mean_ssim,
+        "consistency": consistency(guide, [s.parts_added for s in score.steps], [image for _, image in steps],
+                                   resolution, tolerance),
+        "texts": [text for text, _ in steps],
+    }
+
+
+def aggregate(stories: list[dict]) -> dict:
+    """Rates over stories, and image metrics over the stories that have them (None if none)."""
+    if not stories:
+        raise ValueError("stories must not be empty")
+    row = {"stories": len(stories),
+           "valid_order_rate": float(np.mean([s["order_valid"] for s in stories])),
+           "complete_rate": float(np.mean([s["complete"] for s in stories])),
+           "step_count_accuracy": float(np.mean([s["step_count_match"] for s in stories])),
+           "valid_step_rate": float(np.mean([s["valid_step_rate"] for s in stories])),
+           "image_rate": float(np.mean([s["image_rate"] for s in stories])),
+           "mean_steps": float(np.mean([s["steps_generated"] for s in stories]))}
+    for metric in IMAGE_METRICS:
+        values = [s[metric] for s in stories if s[metric] is not None]
+        row[metric] = float(np.mean(values)) if values else None
+        row[f"{metric}_stories"] = len(values)
+    return row
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. the sweep
+# ------------------------------------------------------------------------------------------------
+def run_sweep(model, guides: list, cfgs: list[float], seed: int, tolerance: float, sampling: dict) -> list[dict]:
+    """One row per (cfg, residual head on / off, step mode), each with its stories."""
+    from hart_vlm.data.assembly import AssemblyChecker
+
+    checker, resolution = AssemblyChecker(), model.config.image_size
+    rows = []
+    for cfg in cfgs:
+        for use_residual in (True, False):
+            for mode in STEP_MODES:
+                print(f"[assembly_bench] cfg {cfg}, residual {'on' if use_residual else 'off'}, {mode} steps",
+                      file=sys.stderr, flush=True)
+                stories = []
+                for i, guide in enumerate(guides):
+                    story = model.generate_story(guide.prompt, num_steps=len(guide.steps) if mode == "given" else None,
+                                                 seed=seed + i, cfg=cfg, use_residual=use_residual, **sampling)
+                    steps = [(step.text, step.image) for step in story.steps]
+                    stories.append(score_story(guide, steps, resolution, tolerance, checker))
+                rows.append({"cfg": cfg, "use_residual": use_residual, "steps": mode, **aggregate(stories),
+                             "per_story": stories})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. report: table, plot, RESULTS.md
+# ------------------------------------------------------------------------------------------------
+def _fmt(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def table(result: dict) -> str:
+    lines = ["| CFG | residual head | steps | valid order | complete | step count acc. | valid steps | images "
+             "| IoU | PSNR (dB) | SSIM | consistency |",
+             "| ---: | --- | --- |" + " ---: |" * 9]
+    for r in result["rows"]:
+        lines.append(f"| {r['cfg']:g} | {'on' if r['use_residual'] else 'off'} | {r['steps']} | "
+                     + " | ".join(_fmt(r[k], 2) for k in RATES) + " | "
+                     + f"{_fmt(r['iou'], 3)} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'], 3)} | {_fmt(r['consistency'], 3)} |")
+    return "\n".join(lines)
+
+
+def save_plot(result: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    panels = [("valid_order_rate", "valid-order rate"), ("step_count_accuracy", "step-count accuracy (free)"),
+              ("iou", "part IoU"), ("psnr", "PSNR (dB)"), ("consistency", "consistency")]
+    fig = Figure(figsize=(3 * len(panels), 3))
+    for j, (key, title) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), j + 1)
+        for use_residual in (True, False):
+            for mode in STEP_MODES:
+                if key == "step_count_accuracy" and mode == "given":
+                    continue
+                rows = [r for r in result["rows"] if r["use_residual"] == use_residual and r["steps"] == mode]
+                xs = [r["cfg"] for r in rows if r[key] is not None]
+                ys = [r[key] for r in rows if r[key] is not None]
+                ax.plot(xs, ys, marker="o", linestyle="-" if use_residual else "--",
+                        label=f"residual {'on' if use_residual else 'off'}, {mode} steps")
+        ax.set_xlabel("CFG")
+        ax.set_title(title, fontsize=9)
+        if key != "psnr":
+            ax.set_ylim(-0.02, 1.02)
+    fig.axes[0].legend(fontsize=6)
+    fig.suptitle(f"assembly benchmark, {result['source']} model ({result['image_size']} px), "
+                 f"{result['setup']['num']} held-out prompts", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def results_section(result: dict, json_path: Path, plot_path: Path, md_path: Path) -> list[str]:
+    rec = _load_reconstruction()
+    s = result["setup"]
+    return [f"## Assembly benchmark: {result['source']} model", "", f"`{result['command']}`", "",
+            f"- machine: {rec.machine_line(result['machine'])}, {result['date']}",
+            f"- {s['num']} held-out prompts (seed {s['seed']}), {result['image_size']} px, story seed = seed + i, "
+            f"sampling {s['sampling'] or 'defaults'}, consistency tolerance {s['tolerance']:g} (RGB distance)",
+            f"- metrics: {result['metrics']}", "", table(result), "",
+            f"Files: `{rec.relative(json_path)}`, `{rec.relative(plot_path)}`", "",
+            f"![assembly benchmark]({os.path.relpath(plot_path, md_path.parent)})", ""]
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. main
+# ------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict:
+    rec = _load_reconstruction()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rec.add_model_arguments(parser)
+    parser.add_argument("--num", type=int, default=50, help="held-out prompts")
+    parser.add_argument("--cfg", type=float, nargs="+", default=[0.0, 2.0, 4.5], help="classifier-free guidance sweep")
+    parser.add_argument("--tolerance", type=float, default=24.0,
+                        help="largest RGB distance (0-255 units) at which a kept pixel counts as unchanged")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="text token budget per story")
+    parser.add_argument("--force-image-after", default=None,
+                        help="regular expression that forces an image (default: generate_story's end-of-step rule)")
+    args = parser.parse_args(argv)
+    if args.num < 1:
+        parser.error("--num must be >= 1")
+    if min(args.cfg) < 0:
+        parser.error(f"--cfg values must be >= 0, got {args.cfg}")
+    if args.tolerance < 0:
+        parser.error(f"--tolerance must be >= 0, got {args.tolerance}")
+    device = torch.device(args.device)
+    model, source, is_default = rec.load_model(parser, args.model, device)
+
+    from hart_vlm.data.assembly import generate_guide
+
+    resolution = model.config.image_size
+    guides = [generate_guide(i, split="heldout", seed=args.seed, resolution=resolution) for i in range(args.num)]
+    sampling = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("force_image_after", args.force_image_after))
+                if v is not None}
+    rows = run_sweep(model, guides, args.cfg, args.seed, args.tolerance, sampling)
+    result = {
+        "machine": rec._load_speed().machine(device),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(["python evals/assembly_bench.py", *(argv if argv is not None else sys.argv[1:])]),
+        "source": source,
+        "image_size": resolution,
+        "setup": {"num": args.num, "seed": args.seed, "cfg": args.cfg, "tolerance": args.tolerance,
+                  "sampling": sampling, "step_modes": list(STEP_MODES)},
+        "metrics": "rates over stories; IoU / PSNR / SSIM / consistency: mean of per-story means over the stories "
+                   "with images (see evals/assembly_bench.py)",
+        "rows": rows,
+    }
+    json_path = args.json or HERE / "results" / f"assembly_bench_{source}.json"
+    plot_path = args.plot or HERE / "results" / f"assembly_bench_{source}.png"
+    print(table(result))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    save_plot(result, plot_path)
+    md_path = args.results_md or (HERE / "RESULTS.md" if is_default else None)
+    if md_path is not None:
+        rec.write_results_section(md_path, f"assembly_bench:{source}", results_section(result, json_path, plot_path, md_path))
+    print(f"wrote {json_path}, {plot_path}" + (f", {md_path}" if md_path else ""))
+    return result
+
+
+if __name__ == "__main__":
+    main()

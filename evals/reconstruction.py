@@ -1,0 +1,336 @@
+"""Reconstruction quality of the hybrid tokenizer: discrete-only vs hybrid vs continuous (issue 9).
+
+    python evals/reconstruction.py                      # the embedded default model's tokenizer
+    python evals/reconstruction.py --model PATH         # a saved HartVLM folder
+    python evals/reconstruction.py --tokenizer PATH     # a HybridTokenizer folder (own or official HART)
+
+Three decodings of every image, each scored with PSNR and SSIM (torchmetrics, RGB in [0, 1],
+data range 1, per image, then averaged):
+  discrete-only   decode(codes of all scales)                   = decoder(f_hat)
+  hybrid          decode(codes, residual=residual tokens)       = decoder(f_hat + residual)
+  continuous      decode_latent(encoding.latent)                = decoder(f), the autoencoder itself
+HART's claim (HART §3.1, Table 5: reconstruction FID 1.09 discrete-only vs 0.30 hybrid) is that the
+residual tokens close most of the gap between discrete-only and the continuous autoencoder. With
+HART's exact token extraction f_hat + residual == f, so hybrid equals continuous by construction
+(up to float rounding, reported as `hybrid_vs_continuous_max_abs`); what the table measures is how
+large the discrete-only gap is that the residual tokens (and, in generation, the residual diffusion
+head) have to close.
+
+Image sets:
+  assembly_heldout  `--num` renders of held-out assembly guides (guide i, step i mod its step count)
+  photos            the RGB photos bundled in scikit-image's wheel, each as its centre crop and the
+                    nine half-side crops of a 3 x 3 grid, resized to the tokenizer's image size
+                    (at most `--num` of them)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+DECODINGS = ("discrete", "hybrid", "continuous")
+DECODING_LABELS = {"discrete": "discrete-only", "hybrid": "hybrid (discrete + residual)",
+                   "continuous": "continuous (decode_latent(latent))"}
+# RGB photos of skimage.data that ship inside the wheel (no download); `cat` is the same photo as
+# `chelsea`, and colorwheel / logo are drawings, so they are left out.
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "retina")
+
+
+def _load_speed():
+    """evals/speed.py (machine description, RESULTS.md header), registered as speed.py registers
+    its siblings; evals/ is a folder of scripts, not a package."""
+    if "evals_speed" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("evals_speed", HERE / "speed.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["evals_speed"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["evals_speed"]
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. shared by the evals that score a trained model: what to evaluate, the RESULTS.md section
+# ------------------------------------------------------------------------------------------------
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a saved HartVLM folder (default: the embedded default model)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="default evals/results/<eval>_<model>.json")
+    parser.add_argument("--plot", type=Path, default=None, help="default evals/results/<eval>_<model>.png")
+    parser.add_argument("--results-md", type=Path, default=None,
+                        help="write this run's section there (default: evals/RESULTS.md when the embedded default "
+                             "model was evaluated, nowhere otherwise)")
+
+
+def load_model(parser: argparse.ArgumentParser, path: Path | None, device: torch.device):
+    """(model, name, is_default): the model at `path`, else the embedded default model; exits with
+    status 2 (argparse's usage error) when there is neither."""
+    from hart_vlm import HartVLM, default_model
+
+    if path is not None:
+        if not (path / "config.json").is_file():
+            parser.error(f"--model {path}: not a saved HartVLM folder (no config.json)")
+        return HartVLM.from_pretrained(path).to(device).eval(), path.resolve().name, False
+    if not default_model.has_default_model():
+        parser.error(f"no model to evaluate: the embedded default model is not in this installation "
+                     f"(looked in {default_model.default_model_path()}); pass --model PATH (a saved HartVLM folder)")
+    return default_model.load_default(device), "default", True
+
+
+def machine_line(machine: dict) -> str:
+    return (f"{machine['cpu']}, {machine['logical_cores']} logical cores, torch {machine['torch']} "
+            f"({machine['torch_threads']} threads), transformers {machine['transformers']}, device {machine['device']}"
+            + (f" ({machine['gpu']})" if "gpu" in machine else ""))
+
+
+def write_results_section(path: Path, key: str, lines: list[str]) -> None:
+    """Replaces the section between `<!-- key -->` and `<!-- /key -->` of RESULTS.md (appends it
+    the first time), as evals/speed.py does for its sections."""
+    begin, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    section = "\n".join([begin, *lines, end])
+    text = path.read_text() if path.exists() else _load_speed().RESULTS_HEADER
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def relative(path: Path) -> str:
+    return _load_speed()._relative(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. the images
+# ------------------------------------------------------------------------------------------------
+def assembly_images(num: int, size: int, seed: int) -> torch.Tensor:
+    """Renders of held-out guides: guide i at step i mod its step count. # (num, 3, size, size)"""
+    from hart.images import images_to_tensor
+    from hart_vlm.data.assembly import generate_guide
+
+    renders = []
+    for i in range(num):
+        guide = generate_guide(i, split="heldout", seed=seed, resolution=size)
+        renders.append(guide.steps[i % len(guide.steps)].image)
+    return images_to_tensor(renders, size)
+
+
+def photo_crops(photo_HW3: np.ndarray) -> list[Image.Image]:
+    """The centre square of a photo, then the nine half-side crops of a 3 x 3 grid."""
+    image = Image.fromarray(photo_HW3).convert("RGB")
+    w, h = image.size
+    side = min(w, h)
+    crops = [image.crop(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2))]
+    half = side // 2
+    for y in np.linspace(0, h - half, 3).round().astype(int):
+        for x in np.linspace(0, w - half, 3).round().astype(int):
+            crops.append(image.crop((int(x), int(y), int(x) + half, int(y) + half)))
+    return crops
+
+
+def photo_images(num: int, size: int) -> torch.Tensor:
+    """Up to `num` crops of scikit-image's bundled photos, photo by photo. # (<= num, 3, size, size)"""
+    from skimage import data
+
+    from hart.images import images_to_tensor
+
+    crops = [crop for name in PHOTOS for crop in photo_crops(getattr(data, name)())]
+    return images_to_tensor(crops[:num], size)
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. reconstruction and metrics
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class SetResult:
+    psnr: dict[str, torch.Tensor]  # decoding -> (N,) dB per image
+    ssim: dict[str, torch.Tensor]  # decoding -> (N,)
+    hybrid_vs_continuous_max_abs: float  # largest pixel difference between the two, in [0, 1] units
+    examples: dict[str, torch.Tensor]  # "original" and every decoding -> (3, H, W) in [0, 1], first image
+
+
+@torch.no_grad()
+def evaluate_set(tokenizer, images_B3HW: torch.Tensor, batch_size: int = 16) -> SetResult:
+    """PSNR / SSIM of the three decodings of every image (RGB in [0, 1], data range 1)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    if images_B3HW.shape[0] == 0:
+        raise ValueError("images_B3HW must hold at least one image")
+    device = tokenizer.quant_conv.weight.device
+    psnr = {d: [] for d in DECODINGS}
+    ssim = {d: [] for d in DECODINGS}
+    max_abs, examples = 0.0, {}
+    for start in range(0, images_B3HW.shape[0], batch_size):
+        batch = images_B3HW[start:start + batch_size].to(device)  # (b, 3, H, W) in [-1, 1]
+        enc = tokenizer.encode(batch)
+        decoded = {"discrete": tokenizer.decode(enc.indices),
+                   "hybrid": tokenizer.decode(enc.indices, residual=enc.residual),
+                   "continuous": tokenizer.decode_latent(enc.latent)}
+        target = (batch.double() + 1) / 2  # (b, 3, H, W) in [0, 1]
+        for name, images in decoded.items():
+            pred = (images.double() + 1) / 2
+            psnr[name].append(peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3)).cpu())
+            ssim[name].append(structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none").cpu())
+        max_abs = max(max_abs, float((decoded["hybrid"] - decoded["continuous"]).abs().max()) / 2)
+        if not examples:
+            examples = {"original": target[0].float().cpu(),
+                        **{name: ((images[0].float() + 1) / 2).cpu() for name, images in decoded.items()}}
+    return SetResult({d: torch.cat(v) for d, v in psnr.items()}, {d: torch.cat(v) for d, v in ssim.items()},
+                     max_abs, examples)
+
+
+def summarize(name: str, result: SetResult) -> dict:
+    """The JSON rows of one image set, and how much of the discrete-only PSNR / SSIM gap to the
+    continuous autoencoder the hybrid decoding closes (1.0 when hybrid == continuous)."""
+    rows = []
+    for d in DECODINGS:
+        rows.append({"images": name, "decoding": d, "count": int(result.psnr[d].numel()),
+                     "psnr": float(result.psnr[d].mean()), "psnr_std": float(result.psnr[d].std(unbiased=False)),
+                     "ssim": float(result.ssim[d].mean()), "ssim_std": float(result.ssim[d].std(unbiased=False))})
+    by = {r["decoding"]: r for r in rows}
+    gap = {}
+    for metric in ("psnr", "ssim"):
+        full = by["continuous"][metric] - by["discrete"][metric]
+        gap[metric] = (by["hybrid"][metric] - by["discrete"][metric]) / full if abs(full) > 1e-9 else None
+    return {"rows": rows, "gap_closed": gap, "hybrid_vs_continuous_max_abs": result.hybrid_vs_continuous_max_abs}
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. report: table, plot, RESULTS.md
+# ------------------------------------------------------------------------------------------------
+def table(result: dict) -> str:
+    lines = ["| images | decoding | n | PSNR (dB) | SSIM |", "| --- | --- | ---: | ---: | ---: |"]
+    for s in result["sets"].values():
+        for r in s["rows"]:
+            lines.append(f"| {r['images']} | {DECODING_LABELS[r['decoding']]} | {r['count']} | "
+                         f"{r['psnr']:.2f} ± {r['psnr_std']:.2f} | {r['ssim']:.4f} ± {r['ssim_std']:.4f} |")
+    return "\n".join(lines)
+
+
+def gap_lines(result: dict) -> list[str]:
+    lines = []
+    for name, s in result["sets"].items():
+        by = {r["decoding"]: r for r in s["rows"]}
+        gap = s["gap_closed"]["psnr"]
+        lines.append(f"{name}: discrete-only {by['discrete']['psnr']:.2f} dB, hybrid {by['hybrid']['psnr']:.2f} dB, "
+                     f"continuous {by['continuous']['psnr']:.2f} dB; the residual closes "
+                     + (f"{100 * gap:.1f}%" if gap is not None else "n/a (no gap)")
+                     + f" of the PSNR gap; max |hybrid - continuous| = {s['hybrid_vs_continuous_max_abs']:.2e}")
+    return lines
+
+
+def save_plot(result: dict, examples: dict[str, dict[str, torch.Tensor]], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    sets = list(result["sets"])
+    fig = Figure(figsize=(9, 3 + 2.2 * len(sets)))
+    grid = fig.add_gridspec(1 + len(sets), 2, height_ratios=[1.3] + [1] * len(sets))
+    width = 0.8 / len(DECODINGS)
+    for col, metric in enumerate(("psnr", "ssim")):
+        ax = fig.add_subplot(grid[0, col])
+        for j, d in enumerate(DECODINGS):
+            values = [next(r[metric] for r in result["sets"][s]["rows"] if r["decoding"] == d) for s in sets]
+            bars = ax.bar([i + (j - 1) * width for i in range(len(sets))], values, width, label=DECODING_LABELS[d])
+            ax.bar_label(bars, labels=[f"{v:.2f}" if metric == "psnr" else f"{v:.3f}" for v in values], fontsize=6)
+        ax.set_xticks(range(len(sets)), sets, fontsize=8)
+        ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "SSIM")
+        if col == 0:
+            ax.legend(fontsize=6)
+    for row, s in enumerate(sets, start=1):
+        ax = fig.add_subplot(grid[row, :])
+        strip = torch.cat([examples[s][k] for k in ("original", *DECODINGS)], dim=2)  # (3, H, 4W)
+        ax.imshow(strip.clamp(0, 1).permute(1, 2, 0).numpy())
+        ax.set_title(f"{s}: original | discrete-only | hybrid | continuous", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"reconstruction, {result['source']} tokenizer ({result['image_size']} px)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def results_section(result: dict, json_path: Path, plot_path: Path, md_path: Path) -> list[str]:
+    t = result["tokenizer"]
+    return [f"## Reconstruction: {result['source']} tokenizer", "", f"`{result['command']}`", "",
+            f"- machine: {machine_line(result['machine'])}, {result['date']}",
+            f"- tokenizer: {result['image_size']} px, scales {t['v_patch_nums']}, codebook {t['vocab_size']}, "
+            f"z {t['z_channels']}; PSNR / SSIM from torchmetrics on RGB in [0, 1], mean ± std over images",
+            f"- images: {result['image_sets']['assembly_heldout']}; {result['image_sets']['photos']}", "",
+            table(result), "", *[f"- {line}" for line in gap_lines(result)], "",
+            "With HART's exact token extraction f_hat + residual == latent, so hybrid equals continuous by "
+            "construction; the discrete-only row is the gap that the residual tokens close.", "",
+            f"Files: `{relative(json_path)}`, `{relative(plot_path)}`", "",
+            f"![reconstruction]({os.path.relpath(plot_path, md_path.parent)})", ""]
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. main
+# ------------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument("--tokenizer", type=Path, default=None, help="a HybridTokenizer folder (instead of --model)")
+    parser.add_argument("--num", type=int, default=64, help="images per set (photos: at most 70 crops)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args(argv)
+    if args.num < 1 or args.batch_size < 1:
+        parser.error("--num and --batch-size must be >= 1")
+    if args.model is not None and args.tokenizer is not None:
+        parser.error("give --model or --tokenizer, not both")
+    device = torch.device(args.device)
+
+    from hart.tokenizer import HybridTokenizer
+
+    if args.tokenizer is not None:
+        if not (args.tokenizer / "config.json").is_file():
+            parser.error(f"--tokenizer {args.tokenizer}: not a tokenizer folder (no config.json)")
+        tokenizer = HybridTokenizer.from_pretrained(args.tokenizer, device)
+        source, is_default = args.tokenizer.resolve().name, False
+    else:
+        model, source, is_default = load_model(parser, args.model, device)
+        tokenizer = model.image_tokenizer
+    tokenizer = tokenizer.float().eval()
+    size = tokenizer.config.image_size
+
+    sets = {"assembly_heldout": assembly_images(args.num, size, args.seed), "photos": photo_images(args.num, size)}
+    evaluated = {name: evaluate_set(tokenizer, images, args.batch_size) for name, images in sets.items()}
+    result = {
+        "machine": _load_speed().machine(device),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(["python evals/reconstruction.py", *(argv if argv is not None else sys.argv[1:])]),
+        "source": source,
+        "tokenizer": tokenizer.config.to_dict(),
+        "image_size": size,
+        "image_sets": {
+            "assembly_heldout": f"{sets['assembly_heldout'].shape[0]} held-out assembly renders (seed {args.seed})",
+            "photos": f"{sets['photos'].shape[0]} crops of scikit-image's photos {', '.join(PHOTOS)}",
+        },
+        "sets": {name: summarize(name, r) for name, r in evaluated.items()},
+    }
+    json_path = args.json or HERE / "results" / f"reconstruction_{source}.json"
+    plot_path = args.plot or HERE / "results" / f"reconstruction_{source}.png"
+    print(table(result))
+    print("\n".join(gap_lines(result)))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    save_plot(result, {name: r.examples for name, r in evaluated.items()}, plot_path)
+    md_path = args.results_md or (HERE / "RESULTS.md" if is_default else None)
+    if md_path is not None:
+        write_results_section(md_path, f"reconstruction:{source}", results_section(result, json_path, plot_path, md_path))
+    print(f"wrote {json_path}, {plot_path}" + (f", {md_path}" if md_path else ""))
+    return result
+
+
+if __name__ == "__main__":
+    main()

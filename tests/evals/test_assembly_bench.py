@@ -1,0 +1,112 @@
+"""evals/assembly_bench.py: the scores of one story (ground truth, damaged pictures, a tiny model's
+pictures at 32 px), the JSON of a whole sweep on a tiny random model, and the exit without a model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hart_vlm.data.assembly import generate_guide
+from tests.evals import load_eval
+
+RES = 32
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_eval("assembly_bench")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from hart_vlm import HartVLM
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    torch.manual_seed(0)
+    HartVLM.from_preset("tiny").save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_run(bench, tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    paths = {"json": out / "bench.json", "plot": out / "bench.png", "md": out / "RESULTS.md"}
+    # A random model never writes an end-of-step sentence: force an image after every token.
+    result = bench.main(["--model", str(tiny_model_dir), "--num", "2", "--cfg", "0", "2", "--max-new-tokens", "12",
+                         "--force-image-after", r"\S\s*$", "--json", str(paths["json"]), "--plot", str(paths["plot"]),
+                         "--results-md", str(paths["md"])])
+    return result, paths
+
+
+def test_ground_truth_scores_perfectly(bench):
+    guide = generate_guide(0, split="heldout", seed=0, resolution=RES)
+    story = bench.score_story(guide, [(s.text, s.image) for s in guide.steps], RES, tolerance=0.0)
+    assert story["order_valid"] and story["complete"] and story["step_count_match"]
+    assert story["valid_step_rate"] == story["image_rate"] == 1.0
+    assert story["iou"] == 1.0 and story["psnr"] == 100.0 and story["ssim"] == pytest.approx(1.0)
+    assert story["consistency"] == 1.0
+
+
+def test_parts_that_move_lower_the_consistency(bench):
+    guide = generate_guide(3, split="heldout", seed=0, resolution=RES)  # a nightstand: broad panels
+    steps = [(s.text, s.image) for s in guide.steps]
+    k = len(steps) - 1
+    shifted = Image.fromarray(np.roll(np.asarray(steps[k][1]), 6, axis=1))
+    damaged = bench.score_story(guide, steps[:k] + [(steps[k][0], shifted)], RES, tolerance=24.0)
+    assert damaged["consistency"] < 1.0 and damaged["iou"] < 1.0
+    # steps without pictures keep the texts' verdicts and drop the image metrics
+    blind = bench.score_story(guide, [(text, None) for text, _ in steps], RES, tolerance=24.0)
+    assert blind["order_valid"] and blind["image_rate"] == 0.0
+    assert blind["iou"] is blind["psnr"] is blind["consistency"] is None
+
+
+def test_a_tiny_models_pictures_are_scored_at_its_resolution(bench, tiny_model_dir):
+    from hart_vlm import HartVLM
+
+    model = HartVLM.from_pretrained(tiny_model_dir).eval()
+    guide = generate_guide(2, split="heldout", seed=0, resolution=model.config.image_size)
+    images = model.chat([[{"role": "user", "content": [{"type": "text", "text": guide.prompt}]}]] * 2, seed=0,
+                        max_new_tokens=2, force_image_after="^", max_images=1)
+    # the ground-truth texts with the model's 32 px pictures, then one step whose text adds nothing first
+    steps = [(s.text, r.images[0]) for s, r in zip(guide.steps, images)]
+    story = bench.score_story(guide, [("Unpack the box.", images[0].images[0])] + steps, RES, tolerance=24.0)
+    assert story["steps_generated"] == 3 and not story["order_valid"]
+    assert 0 <= story["iou"] <= 1 and 0 < story["psnr"] <= 100 and -1 <= story["ssim"] <= 1
+    assert 0 <= story["consistency"] <= 1
+
+
+def test_the_sweep_json_has_every_setting_and_rates_in_range(bench, tiny_run):
+    result, paths = tiny_run
+    saved = json.loads(paths["json"].read_text())
+    assert saved["image_size"] == RES and saved["setup"]["num"] == 2 and saved["setup"]["cfg"] == [0.0, 2.0]
+    settings = [(r["cfg"], r["use_residual"], r["steps"]) for r in saved["rows"]]
+    assert settings == [(c, u, m) for c in (0.0, 2.0) for u in (True, False) for m in ("free", "given")]
+    for row in saved["rows"]:
+        assert row["stories"] == len(row["per_story"]) == 2
+        for key in bench.RATES:
+            assert 0.0 <= row[key] <= 1.0, key
+        for key in bench.IMAGE_METRICS:
+            assert row[key] is None or np.isfinite(row[key])
+            assert 0 <= row[f"{key}_stories"] <= 2
+        for story in row["per_story"]:
+            assert story["steps_true"] == len(generate_guide(story["index"], "heldout", 0, RES).steps)
+            assert story["step_count_match"] == (story["steps_generated"] == story["steps_true"])
+        assert row["image_rate"] > 0  # the forced images arrive
+    assert {"cpu", "torch", "transformers"} <= set(saved["machine"])
+    assert paths["plot"].stat().st_size > 0
+    text = paths["md"].read_text()
+    assert text.count("<!-- assembly_bench:") == 1 and "| CFG | residual head |" in text
+
+
+def test_without_a_model_it_exits_with_status_2(bench, monkeypatch, capsys):
+    import hart_vlm.default_model
+
+    monkeypatch.setattr(hart_vlm.default_model, "has_default_model", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--num", "1"])
+    assert exit_info.value.code == 2
+    assert "no model to evaluate" in capsys.readouterr().err

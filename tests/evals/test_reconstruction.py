@@ -1,0 +1,119 @@
+"""evals/reconstruction.py on a tiny random HybridTokenizer: the table's rows and fields, hybrid ==
+continuous (HART's exact extraction), the JSON and plot it writes, and the exit without a model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hart.tokenizer import HybridTokenizer
+from hart.tokenizer_config import HybridTokenizerConfig
+from tests.evals import load_eval
+
+NUM = 3
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    reconstruction = load_eval("reconstruction")
+    out = tmp_path_factory.mktemp("reconstruction")
+    torch.manual_seed(0)
+    HybridTokenizer(HybridTokenizerConfig.from_preset("tiny")).save_pretrained(out / "tokenizer")
+    paths = {"json": out / "rec.json", "plot": out / "rec.png", "md": out / "RESULTS.md"}
+    result = reconstruction.main(["--tokenizer", str(out / "tokenizer"), "--num", str(NUM), "--batch-size", "2",
+                                  "--json", str(paths["json"]), "--plot", str(paths["plot"]),
+                                  "--results-md", str(paths["md"])])
+    return reconstruction, result, paths
+
+
+def test_three_rows_per_image_set_with_their_fields(tiny_run):
+    reconstruction, result, paths = tiny_run
+    assert result["image_size"] == 32 and result["tokenizer"]["v_patch_nums"] == [1, 2, 3, 4]
+    assert list(result["sets"]) == ["assembly_heldout", "photos"]
+    for name, s in result["sets"].items():
+        assert [r["decoding"] for r in s["rows"]] == list(reconstruction.DECODINGS)
+        for r in s["rows"]:
+            assert r["images"] == name and r["count"] == NUM
+            assert np.isfinite(r["psnr"]) and r["psnr"] > 0 and r["psnr_std"] >= 0
+            assert -1 <= r["ssim"] <= 1 and r["ssim_std"] >= 0
+    saved = json.loads(paths["json"].read_text())
+    assert saved["sets"] == json.loads(json.dumps(result["sets"]))
+    assert {"cpu", "torch", "transformers", "device"} <= set(saved["machine"])
+    assert paths["plot"].stat().st_size > 0
+
+
+def test_hybrid_equals_continuous_and_differs_from_discrete_only(tiny_run):
+    _, result, _ = tiny_run
+    for s in result["sets"].values():
+        by = {r["decoding"]: r for r in s["rows"]}
+        assert s["hybrid_vs_continuous_max_abs"] < 1e-4
+        assert by["hybrid"]["psnr"] == pytest.approx(by["continuous"]["psnr"], abs=1e-3)
+        assert by["hybrid"]["ssim"] == pytest.approx(by["continuous"]["ssim"], abs=1e-4)
+        # random weights: the residual is not zero, so dropping it changes the picture
+        assert by["discrete"]["psnr"] != pytest.approx(by["hybrid"]["psnr"], abs=1e-6)
+        assert s["gap_closed"]["psnr"] == pytest.approx(1.0, abs=1e-2)
+
+
+def test_the_markdown_section_is_replaced_not_repeated(tiny_run):
+    reconstruction, result, paths = tiny_run
+    text = paths["md"].read_text()
+    assert text.count("<!-- reconstruction:tokenizer -->") == 1 and "| photos | discrete-only | 3 |" in text
+    reconstruction.write_results_section(paths["md"], "reconstruction:tokenizer", ["again"])
+    text = paths["md"].read_text()
+    assert text.count("<!-- reconstruction:tokenizer -->") == 1 and "again" in text and "| photos |" not in text
+
+
+def test_a_perfect_reconstruction_has_ssim_1_and_infinite_psnr():
+    reconstruction = load_eval("reconstruction")
+
+    class Identity:  # every decoding returns the input: PSNR infinite, SSIM 1
+        quant_conv = torch.nn.Conv2d(1, 1, 1)
+
+        def encode(self, images):
+            return type("Enc", (), {"indices": images, "residual": None, "latent": images})()
+
+        def decode(self, indices, residual=None):
+            return indices
+
+        def decode_latent(self, latent):
+            return latent
+
+    images = reconstruction.assembly_images(2, 32, seed=0)
+    result = reconstruction.evaluate_set(Identity(), images)
+    for d in reconstruction.DECODINGS:
+        assert torch.allclose(result.ssim[d], torch.ones(2, dtype=result.ssim[d].dtype))
+        assert torch.isinf(result.psnr[d]).all()
+
+
+def test_photo_crops_and_images():
+    reconstruction = load_eval("reconstruction")
+    crops = reconstruction.photo_crops(np.zeros((30, 50, 3), dtype=np.uint8))
+    assert len(crops) == 10 and crops[0].size == (30, 30) and all(c.size == (15, 15) for c in crops[1:])
+    images = reconstruction.photo_images(12, 32)
+    assert images.shape == (12, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
+
+
+def test_a_saved_model_is_read_through_its_tokenizer(tmp_path):
+    from hart_vlm import HartVLM
+
+    reconstruction = load_eval("reconstruction")
+    torch.manual_seed(0)
+    HartVLM.from_preset("tiny").save_pretrained(tmp_path / "model")
+    result = reconstruction.main(["--model", str(tmp_path / "model"), "--num", "1", "--json", str(tmp_path / "r.json"),
+                                  "--plot", str(tmp_path / "r.png")])
+    assert result["source"] == "model" and result["image_size"] == 32
+    assert (tmp_path / "r.json").is_file() and not (tmp_path / "RESULTS.md").exists()
+
+
+def test_without_a_model_it_exits_with_status_2(monkeypatch, capsys):
+    import hart_vlm.default_model
+
+    reconstruction = load_eval("reconstruction")
+    monkeypatch.setattr(hart_vlm.default_model, "has_default_model", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        reconstruction.main(["--num", "1"])
+    assert exit_info.value.code == 2
+    assert "no model to evaluate" in capsys.readouterr().err
