@@ -1,8 +1,10 @@
 """The embedded default model: small, trained by this project's recipes on its procedural
-assembly data, stored in the package (fp16 safetensors shards) so that no hub is needed."""
+assembly data, stored in the package (fp16 safetensors shards) so that no hub is needed.
+training/package_default.py writes it (DESIGN.md §6)."""
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -19,17 +21,33 @@ def has_default_model() -> bool:
     return (default_model_path() / "config.json").is_file()
 
 
-def load_default(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+def load_default(
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    path: str | os.PathLike | None = None,
+):
     """Loads the embedded default model (with its processor) on `device`, in `dtype`.
 
-    The weights ship in fp16; float32 is the default because it is faster than fp16 on CPUs."""
+    The weights ship in fp16; float32 is the default because it is faster than fp16 on CPUs.
+    `path` loads a packaged folder other than the embedded one (the packaging script checks its
+    output this way); by default the folder inside the installed package."""
     from .modeling_hart_vlm import HartVLM
 
-    path = default_model_path()
-    if not has_default_model():
-        raise FileNotFoundError(
-            f"the embedded default model is not in this installation (looked in {path}); "
-            "load a trained model with HartVLM.from_pretrained(folder) instead"
-        )
-    model = HartVLM.from_pretrained(path, dtype=dtype)
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
+    if path is None:
+        folder = default_model_path()
+        if not has_default_model():
+            raise FileNotFoundError(
+                f"the embedded default model is not in this installation (looked in {folder}); "
+                "load a trained model with HartVLM.from_pretrained(folder) instead"
+            )
+    else:
+        folder = Path(path)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{str(folder)!r} holds no packaged model (no config.json); "
+                "write one with training/package_default.py --model PATH --out DIR"
+            )
+    model = HartVLM.from_pretrained(folder, dtype=dtype)
     return model.to(device).eval()
