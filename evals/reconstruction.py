@@ -95,17 +95,7 @@ def machine_line(machine: dict) -> str:
 
 
 def write_results_section(path: Path, key: str, lines: list[str]) -> None:
-    """Replaces the section between `<!-- key -->` and `<!-- /key -->` of RESULTS.md (appends it
-    the first time), as evals/speed.py does for its sections."""
-    begin, end = f"<!-- {key} -->", f"<!-- /{key} -->"
-    section = "\n".join([begin, *lines, end])
-    text = path.read_text() if path.exists() else _load_speed().RESULTS_HEADER
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    _load_speed().write_results_section(path, key, lines)
 
 
 def relative(path: Path) -> str:

@@ -462,10 +462,8 @@ in `evals/results/`; each section names the command and the machine it ran on.
 def update_results_markdown(result: dict, path: Path, json_path: Path | None, plot_path: Path | None) -> None:
     """Writes this run's section of RESULTS.md, replacing the previous run of the same preset and device."""
     s = result["setup"]
-    key = f"speed:{s['preset']}:{s['device']}"
-    begin, end = f"<!-- {key} -->", f"<!-- /{key} -->"
     files = [f"`{_relative(p)}`" for p in (json_path, plot_path) if p is not None]
-    body = [begin, f"## Speed: {s['preset']} on {s['device']}", "", f"`{result['command']}`", ""]
+    body = [f"## Speed: {s['preset']} on {s['device']}", "", f"`{result['command']}`", ""]
     body += [f"- {line}" for line in header_lines(result)]
     body += [f"- timed: {result['timed']}", "", tables(result), ""]
     if summary_line(result):
@@ -474,8 +472,14 @@ def update_results_markdown(result: dict, path: Path, json_path: Path | None, pl
         body += ["Files: " + ", ".join(files), ""]
     if plot_path is not None:
         body += [f"![throughput]({os.path.relpath(plot_path, path.parent)})", ""]
-    body.append(end)
-    section = "\n".join(body)
+    write_results_section(path, f"speed:{s['preset']}:{s['device']}", body)
+
+
+def write_results_section(path: Path, key: str, lines: list[str]) -> None:
+    """Replaces the section between `<!-- key -->` and `<!-- /key -->` of RESULTS.md (appends it
+    the first time); every eval script writes its sections through this."""
+    begin, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    section = "\n".join([begin, *lines, end])
     text = path.read_text() if path.exists() else RESULTS_HEADER
     if begin in text and end in text:
         text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
