@@ -74,7 +74,8 @@ def run_story(args) -> int:
 
     story = model.generate_story(args.prompt, num_steps=args.steps, seed=args.seed, on_event=progress, **_sampling(args))
     folder = story.save(args.out)
-    print(f"\n{len(story.steps)} steps in {time.perf_counter() - start:.1f} s")
+    n = len(story.steps)
+    print(f"\n{n} step{'' if n == 1 else 's'} in {time.perf_counter() - start:.1f} s")
     print(f"story: {folder / 'index.html'}\nstoryboard: {folder / 'storyboard.png'}")
     return 0
 
