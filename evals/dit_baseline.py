@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from torch import nn
 
-from hart.diffusion_head import TimestepEmbedder, modulate
+from hart.diffusion_head import FinalLayer, TimestepEmbedder, modulate
 
 # ----------------------------------------------------------------------------------------------
 # 1. helpers
@@ -92,20 +92,6 @@ class DiTBlock(nn.Module):
         return x_BLD + gate_m * self.mlp(modulate(self.norm2(x_BLD), shift_m, scale_m))  # (B, L, D)
 
 
-class DiTFinalLayer(nn.Module):
-    """LayerNorm -> adaLN modulation -> Linear to the latent channels (patch size 1)."""
-
-    def __init__(self, hidden_size: int, out_channels: int):
-        super().__init__()
-        self.norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.linear = nn.Linear(hidden_size, out_channels)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
-
-    def forward(self, x_BLD: torch.Tensor, c_BD: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(c_BD)[:, None].chunk(2, dim=-1)  # 2 x (B, 1, D)
-        return self.linear(modulate(self.norm(x_BLD), shift, scale))  # (B, L, z)
-
-
 # ----------------------------------------------------------------------------------------------
 # 3. config
 # ----------------------------------------------------------------------------------------------
@@ -164,7 +150,7 @@ class TextConditionedDiT(nn.Module):
         self.null_text = nn.Parameter(torch.zeros(D))
         # 3. transformer
         self.blocks = nn.ModuleList([DiTBlock(D, config.num_heads, config.mlp_ratio) for _ in range(config.depth)])
-        self.final_layer = DiTFinalLayer(D, config.latent_channels)
+        self.final_layer = FinalLayer(D, config.latent_channels)  # the residual head's: LN -> modulate -> Linear
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -201,7 +187,7 @@ class TextConditionedDiT(nn.Module):
         c_BD = self.t_embedder(t_B) + cond_BD  # (B, D)
         for block in self.blocks:
             x_BLD = block(x_BLD, c_BD)
-        eps_BLZ = self.final_layer(x_BLD, c_BD)  # (B, L, z)
+        eps_BLZ = self.final_layer(x_BLD, c_BD[:, None])  # (B, L, z); c broadcast over positions
         return eps_BLZ.transpose(1, 2).reshape(B, Z, H, W)
 
     def make_scheduler(self, num_steps: int) -> DDIMScheduler:

@@ -3,8 +3,6 @@ HartVLM and a small instruction file (held-out assembly guides at 32 px)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from hart_vlm import HartVLM, HartVLMConfig, HartVLMProcessor
 from hart_vlm.data.assembly import write_jsonl
 from hart_vlm.text_tokenizer import load_text_tokenizer
 from hart_vlm.training.config import parse_config
+from tests import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "training" / "configs"
@@ -22,13 +21,7 @@ CONFIGS = ROOT / "training" / "configs"
 
 def load_recipe(name: str):
     """training/<name>.py as a module (registered, so its dataclasses resolve their annotations)."""
-    module_name = f"_recipe_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, ROOT / "training" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
+    return load_script(f"training/{name}.py", f"_recipe_{name}")
 
 
 CONFIG_CLASSES = {"train_tokenizer": "TokenizerTrainingConfig", "train_vlm": "VLMTrainingConfig",

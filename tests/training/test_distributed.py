@@ -74,7 +74,16 @@ assert all(p.grad is not None for n, p in model.named_parameters() if "layers" i
 objective = TokenizerObjective(HybridTokenizer(HybridTokenizerConfig.from_preset("tiny")), PatchDiscriminator(3, 8, 2))
 fully_shard(objective, mesh=mesh)
 objective(torch.rand(2, 3, 32, 32) * 2 - 1, torch.Generator().manual_seed(rank), 0.5, 0.1)["loss"].backward()
-print(f"rank {rank} ok {float(loss):.4f}")
+# one file per rank: two ranks printing to one pipe can interleave their lines
+with open(f"rank{rank}.ok", "w") as f:
+    f.write(f"{float(loss.detach()):.4f}")
+dist.barrier()
+dist.destroy_process_group()
+# Measured here: about one run in eight, a rank then aborts in the interpreter's C++ teardown
+# ("terminate called without an active exception", SIGABRT) after all of the above succeeded,
+# even with the process group destroyed; skip that teardown, the checks are done.
+import os
+os._exit(0)
 """
 
 
@@ -86,4 +95,4 @@ def test_models_train_under_fsdp2_sharding(tmp_path, tiny_vlm_dir):
     run = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path, capture_output=True,
                          text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert sorted(line.split()[1] for line in run.stdout.splitlines() if line.startswith("rank")) == ["0", "1"]
+    assert sorted(p.name for p in tmp_path.glob("rank*.ok")) == ["rank0.ok", "rank1.ok"]
