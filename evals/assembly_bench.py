@@ -137,7 +137,8 @@ def aggregate(stories: list[dict]) -> dict:
 # ------------------------------------------------------------------------------------------------
 # 2. the sweep
 # ------------------------------------------------------------------------------------------------
-def run_sweep(model, guides: list, cfgs: list[float], seed: int, tolerance: float, sampling: dict) -> list[dict]:
+def run_sweep(model, guides: list, cfgs: list[float], seed: int, tolerance: float, sampling: dict,
+              step_modes: tuple[str, ...] = STEP_MODES) -> list[dict]:
     """One row per (cfg, residual head on / off, step mode), each with its stories."""
     from hart_vlm.data.assembly import AssemblyChecker
 
@@ -145,7 +146,7 @@ def run_sweep(model, guides: list, cfgs: list[float], seed: int, tolerance: floa
     rows = []
     for cfg in cfgs:
         for use_residual in (True, False):
-            for mode in STEP_MODES:
+            for mode in step_modes:
                 print(f"[assembly_bench] cfg {cfg}, residual {'on' if use_residual else 'off'}, {mode} steps",
                       file=sys.stderr, flush=True)
                 stories = []
@@ -186,7 +187,7 @@ def save_plot(result: dict, path: Path) -> None:
     for j, (key, title) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), j + 1)
         for use_residual in (True, False):
-            for mode in STEP_MODES:
+            for mode in result["setup"]["step_modes"]:
                 if key == "step_count_accuracy" and mode == "given":
                     continue
                 rows = [r for r in result["rows"] if r["use_residual"] == use_residual and r["steps"] == mode]
@@ -229,6 +230,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--cfg", type=float, nargs="+", default=[0.0, 2.0, 4.5], help="classifier-free guidance sweep")
     parser.add_argument("--tolerance", type=float, default=24.0,
                         help="largest RGB distance (0-255 units) at which a kept pixel counts as unchanged")
+    parser.add_argument("--steps", nargs="+", choices=STEP_MODES, default=list(STEP_MODES), dest="step_modes",
+                        help="step modes: 'free' (the model decides how many steps) and/or 'given' (the true count)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="text token budget per story")
     parser.add_argument("--force-image-after", default=None,
                         help="regular expression that forces an image (default: generate_story's end-of-step rule)")
@@ -248,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     guides = [generate_guide(i, split="heldout", seed=args.seed, resolution=resolution) for i in range(args.num)]
     sampling = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("force_image_after", args.force_image_after))
                 if v is not None}
-    rows = run_sweep(model, guides, args.cfg, args.seed, args.tolerance, sampling)
+    rows = run_sweep(model, guides, args.cfg, args.seed, args.tolerance, sampling, tuple(args.step_modes))
     result = {
         "machine": rec._load_speed().machine(device),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
         "source": source,
         "image_size": resolution,
         "setup": {"num": args.num, "seed": args.seed, "cfg": args.cfg, "tolerance": args.tolerance,
-                  "sampling": sampling, "step_modes": list(STEP_MODES)},
+                  "sampling": sampling, "step_modes": list(args.step_modes)},
         "metrics": "rates over stories; IoU / PSNR / SSIM / consistency: mean of per-story means over the stories "
                    "with images (see evals/assembly_bench.py)",
         "rows": rows,

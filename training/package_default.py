@@ -230,12 +230,38 @@ def matching_preset(config: HartVLMConfig, tokenizer) -> str:
 
 
 def flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """Rows (dotted key, value) of a JSON document's scalar leaves."""
+    """Rows (dotted key, value) of a JSON document's scalar leaves; lists of records are left to
+    `record_tables`."""
     if isinstance(value, dict):
         return [row for k, v in value.items() for row in flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    if _is_records(value):
+        return []
     if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
         return [row for i, v in enumerate(value) for row in flatten(v, f"{prefix}[{i}]")]
     return [(prefix or "value", json.dumps(value) if isinstance(value, list) else str(value))]
+
+
+def _is_records(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def record_tables(value: Any, prefix: str = "") -> list[tuple[str, list[str]]]:
+    """(dotted key, markdown table) for every list of records in a JSON document, e.g. the rows of
+    an eval's settings: one column per scalar field; a record's nested lists (such as per-story
+    details) are left out."""
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in record_tables(v, f"{prefix}.{k}" if prefix else str(k))]
+    if not _is_records(value):
+        return []
+    columns = [k for k in dict.fromkeys(k for record in value for k in record)
+               if all(not isinstance(r.get(k), (dict, list)) for r in value)]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(_cell(r.get(k, "")) for k in columns) + " |" for r in value]
+    return [(prefix or "records", lines)]
 
 
 def model_card(model: HartVLM, facts: ModelCardFacts, shards: dict[str, int], diff: float, seconds: float,
@@ -302,8 +328,11 @@ def model_card(model: HartVLM, facts: ModelCardFacts, shards: dict[str, int], di
     if facts.eval_results:
         lines += ["## Evaluation", ""]
         for path in facts.eval_results:
-            rows = flatten(json.loads(Path(path).read_text()))
-            lines += [f"`{path}`:", "", "| metric | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows), ""]
+            doc = json.loads(Path(path).read_text())
+            lines += [f"`{path}`:", "", "| metric | value |", "| --- | --- |",
+                      *(f"| {k} | {v} |" for k, v in flatten(doc)), ""]
+            for key, table in record_tables(doc):
+                lines += [f"`{key}`:", "", *table, ""]
     lines += [
         "## Packaging check",
         "",

@@ -102,6 +102,16 @@ def test_the_sweep_json_has_every_setting_and_rates_in_range(bench, tiny_run):
     assert text.count("<!-- assembly_bench:") == 1 and "| CFG | residual head |" in text
 
 
+def test_steps_picks_the_step_modes(bench, tiny_model_dir, tmp_path):
+    paths = {"json": tmp_path / "bench.json", "plot": tmp_path / "bench.png"}
+    bench.main(["--model", str(tiny_model_dir), "--num", "1", "--cfg", "0", "--steps", "free", "--max-new-tokens", "6",
+                "--force-image-after", r"\S\s*$", "--json", str(paths["json"]), "--plot", str(paths["plot"])])
+    saved = json.loads(paths["json"].read_text())
+    assert saved["setup"]["step_modes"] == ["free"]
+    assert [(r["use_residual"], r["steps"]) for r in saved["rows"]] == [(True, "free"), (False, "free")]
+    assert paths["plot"].stat().st_size > 0
+
+
 def test_without_a_model_it_exits_with_status_2(bench, monkeypatch, capsys):
     import hart_vlm.default_model
 

@@ -142,3 +142,15 @@ def test_load_default_without_a_shipped_model_or_with_an_empty_folder_raises_fil
         load_default(path=tmp_path)
     with pytest.raises(TypeError, match="dtype must be a torch.dtype"):
         load_default(dtype="float16", path=tmp_path)
+
+
+def test_eval_rows_become_tables_without_per_story_details():
+    recipe = load_recipe("package_default")
+    doc = {"machine": {"cpu": "x"},
+           "rows": [{"cfg": 4.5, "use_residual": True, "psnr": 12.3456, "per_story": [{"texts": ["a"]}]},
+                    {"cfg": 0.0, "use_residual": False, "psnr": None, "per_story": []}]}
+    assert recipe.flatten(doc) == [("machine.cpu", "x")]
+    [(key, table)] = recipe.record_tables(doc)
+    assert key == "rows"
+    assert table == ["| cfg | use_residual | psnr |", "| --- | --- | --- |",
+                     "| 4.5 | True | 12.35 |", "| 0 | False | None |"]
