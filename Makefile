@@ -34,8 +34,11 @@ demo: install
 		$(PIP) install -q scikit-image && $(PYTHON) examples/tokenizer_demo.py --out demo_tokenizer.png; \
 	fi
 
-# The CPU benchmarks that exist so far (each prints its machine and a table; results in evals/).
+# The CPU benchmarks (each prints its machine and a table; results in evals/). The assembly
+# benchmark of the default model takes longer: python evals/assembly_bench.py --num 50 --cfg 4.5 --steps free
 bench: install-dev
 	$(PYTHON) evals/speed.py --quick
 	$(PYTHON) evals/head_speed.py
 	$(PYTHON) evals/data_speed.py
+	$(PYTHON) evals/reconstruction.py
+	$(PYTHON) evals/default_model_speed.py --repeats 1

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from hart_vlm import HartVLM
-from hart_vlm.default_model import has_default_model, load_default
+from hart_vlm.default_model import load_default
 from hart_vlm.training.config import parse_config, run_cli
 
 from .conftest import CONFIGS, load_recipe
@@ -134,10 +134,13 @@ def test_missing_card_facts_and_bad_flags_fail_clearly(tmp_path, tiny_vlm_dir, c
     assert not out.exists()
 
 
-def test_load_default_without_a_shipped_model_or_with_an_empty_folder_raises_file_not_found(tmp_path):
-    if not has_default_model():
-        with pytest.raises(FileNotFoundError, match="the embedded default model is not in this installation"):
-            load_default()
+def test_load_default_without_a_shipped_model_or_with_an_empty_folder_raises_file_not_found(tmp_path, monkeypatch):
+    import hart_vlm.default_model
+
+    monkeypatch.setattr(hart_vlm.default_model, "default_model_path", lambda: tmp_path / "not_installed")
+    assert not hart_vlm.default_model.has_default_model()
+    with pytest.raises(FileNotFoundError, match="the embedded default model is not in this installation"):
+        hart_vlm.default_model.load_default()
     with pytest.raises(FileNotFoundError, match="holds no packaged model"):
         load_default(path=tmp_path)
     with pytest.raises(TypeError, match="dtype must be a torch.dtype"):

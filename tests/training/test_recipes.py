@@ -137,12 +137,20 @@ def test_a_bad_row_stops_the_run_naming_file_and_line_or_is_skipped_and_counted(
     assert data["skipped_rows"] == 1 and data["train_examples"] == 8
 
 
-def test_finetune_lora_base_default_fails_clearly_until_the_default_model_ships(tmp_path, instructions, capsys):
+def test_finetune_lora_base_default_runs_as_the_readme_writes_it(tmp_path, instructions):
+    assert has_default_model(), "the package ships its default model"
+    result = run_recipe("finetune_lora", ["--base", "default", "--data", str(instructions), "--max-steps", "1",
+                                          "--output-dir", str(tmp_path), "--batch-size", "2", "--merge"])
+    assert result.step == 1 and set(result.saved) == {"adapter", "merged"}
+    merged = HartVLM.from_pretrained(tmp_path / "merged")
+    assert merged.config.image_size == 128 and merged.processor is not None
+
+
+def test_finetune_lora_base_default_fails_clearly_without_the_default_model(tmp_path, instructions, capsys,
+                                                                            monkeypatch):
     recipe = load_recipe("finetune_lora")
+    monkeypatch.setattr(recipe, "has_default_model", lambda: False)  # an installation without it
     argv = ["--base", "default", "--data", str(instructions), "--max-steps", "1", "--output-dir", str(tmp_path)]
-    if has_default_model():
-        assert recipe.LoraTrainingConfig(base="default", data=[str(instructions)]).base == "default"
-        return
     with pytest.raises(SystemExit) as exit_info:
         run_cli(recipe.LoraTrainingConfig, recipe.main, argv)
     assert exit_info.value.code == 2

@@ -1,0 +1,157 @@
+"""Start-up and demo times of the embedded default model (issue 8's targets), each in a fresh process.
+
+    python evals/default_model_speed.py                 # 3 runs of each measurement
+    python evals/default_model_speed.py --repeats 5 --prompt "How do I assemble an oak stool?"
+
+Measured, median (and min / max) over `--repeats` fresh Python processes, on this machine:
+
+  python -c "import torch"              baseline: the interpreter and torch alone
+  import hart_vlm                       the package's import
+  import hart_vlm; load_default()       the time until the model is ready on the CPU (target: < 5 s)
+  hart-vlm story PROMPT --out DIR       what `make demo` runs, start-up included (target: < 60 s)
+
+and each process's peak RSS. Prints a table, saves JSON (evals/results/default_model_speed.json) and
+writes its section of evals/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEMO_PROMPT = "How do I assemble a two-shelf white bookcase?"
+TARGETS_S = {"load_default": 5.0, "story": 60.0}
+
+
+def _load_speed():
+    if "evals_speed" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("evals_speed", HERE / "speed.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["evals_speed"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["evals_speed"]
+
+
+def timed_process(argv: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MB, stdout) of one child process; fails loudly if it fails.
+
+    Peak RSS comes from wait4's rusage of that child alone (ru_maxrss is in kB on Linux); its output
+    goes to temporary files, so a chatty child cannot block on a full pipe."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited with {proc.returncode}:\n{stderr[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024, stdout
+
+
+def measurements(prompt: str, out_dir: Path, seed: int) -> dict[str, list[str]]:
+    python = sys.executable
+    cli = shutil.which("hart-vlm")
+    story = [cli] if cli else [python, "-m", "hart_vlm.cli"]
+    return {
+        "import_torch": [python, "-c", "import torch"],
+        "import_hart_vlm": [python, "-c", "import hart_vlm"],
+        "load_default": [python, "-c", "import hart_vlm; hart_vlm.load_default()"],
+        "story": [*story, "story", prompt, "--out", str(out_dir), "--seed", str(seed)],
+    }
+
+
+def run(repeats: int, prompt: str, seed: int) -> dict:
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = Path(tmp) / "story"
+        commands = measurements(prompt, out_dir, seed)
+        for name, argv in commands.items():
+            times, rss, last_out = [], [], ""
+            for _ in range(repeats):
+                seconds, peak_mb, last_out = timed_process(argv)
+                times.append(seconds)
+                rss.append(peak_mb)
+            shown = [Path(argv[0]).name, *("OUT" if a == str(out_dir) else a for a in argv[1:])]
+            rows[name] = {"command": shlex.join(shown),
+                          "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+                          "times_s": times, "peak_rss_mb": max(rss), "target_s": TARGETS_S.get(name)}
+            if name == "story":
+                rows[name]["output_tail"] = last_out.strip().splitlines()[-3:]
+                story = json.loads((out_dir / "story.json").read_text())
+                rows[name]["steps"] = len(story["steps"])
+    return rows
+
+
+def table(result: dict) -> str:
+    lines = ["| measurement | median (s) | min / max (s) | target (s) | peak RSS (MB) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for name, r in result["rows"].items():
+        target = f"< {r['target_s']:g}" if r["target_s"] is not None else "baseline" if name == "import_torch" else ""
+        lines.append(f"| `{r['command']}` | {r['median_s']:.2f} | {r['min_s']:.2f} / {r['max_s']:.2f} | {target} | "
+                     f"{r['peak_rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per measurement")
+    parser.add_argument("--prompt", default=DEMO_PROMPT, help="the story's prompt (default: make demo's)")
+    parser.add_argument("--seed", type=int, default=0, help="the story's seed")
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "default_model_speed.json")
+    parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md", help="section written/replaced here")
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if not args.prompt.strip():
+        parser.error("--prompt must not be empty")
+
+    import torch
+
+    from hart_vlm.default_model import default_model_path, has_default_model
+
+    if not has_default_model():
+        parser.error(f"the embedded default model is not in this installation (looked in {default_model_path()})")
+    speed = _load_speed()
+    load_before = os.getloadavg()[0]
+    rows = run(args.repeats, args.prompt, args.seed)
+    result = {
+        "machine": speed.machine(torch.device("cpu")),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(["python evals/default_model_speed.py", *(argv if argv is not None else sys.argv[1:])]),
+        "repeats": args.repeats, "prompt": args.prompt, "seed": args.seed,
+        "load_average_before_after": [load_before, os.getloadavg()[0]],
+        "rows": rows,
+    }
+    print(table(result))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    m = result["machine"]
+    lines = ["## Default model: start-up and demo time", "", f"`{result['command']}`", "",
+             f"- machine: {m['cpu']}, {m['logical_cores']} logical cores, torch {m['torch']}, "
+             f"transformers {m['transformers']}, {result['date']}",
+             f"- load average (1 min) before / after: {load_before:.2f} / {result['load_average_before_after'][1]:.2f}",
+             f"- each measurement: {args.repeats} fresh processes; the story: {rows['story']['steps']} steps for "
+             f"\"{args.prompt}\", seed {args.seed}", "",
+             table(result), "", f"File: `{speed._relative(args.json)}`"]
+    speed.write_results_section(args.results_md, "default_model_speed", lines)
+    print(f"wrote {args.json}, {args.results_md}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The embedded default model as the package ships it (DESIGN.md §6, issue 8): its files, loading it
+with no download, and a story from it. Its speed targets are measured by
+evals/default_model_speed.py, not here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import hart_vlm
+from hart_vlm.data.assembly import AssemblyChecker, generate_guide
+from hart_vlm.default_model import default_model_path, has_default_model
+from tests.evals import load_eval
+
+MB = 10**6
+
+
+def test_the_package_ships_the_default_model():
+    assert has_default_model(), f"no default model in {default_model_path()}"
+
+
+def test_weights_are_fp16_shards_within_the_size_limits():
+    folder = default_model_path()
+    shards = sorted(folder.glob("*.safetensors"))
+    assert shards, "no safetensors shards"
+    assert all(s.stat().st_size <= 15 * MB for s in shards)
+    assert sum(s.stat().st_size for s in shards) <= 32 * MB
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as f:
+            dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+        assert dtypes == {"F16"}, f"{shard.name}: {dtypes}"
+    card = (folder / "MODEL_CARD.md").read_text()
+    for heading in ("## How it was trained", "## Evaluation", "training/train_vlm.py", "training/train_tokenizer.py"):
+        assert heading in card
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return hart_vlm.load_default()
+
+
+def test_load_default_gives_a_float32_cpu_model_in_eval_mode(default_model):
+    assert not default_model.training
+    assert {p.dtype for p in default_model.parameters()} == {torch.float32}
+    assert {p.device.type for p in default_model.parameters()} == {"cpu"}
+    assert default_model.config.image_size == 128 and default_model.processor is not None
+
+
+def test_a_story_has_a_picture_for_every_step(default_model, tmp_path):
+    story = default_model.generate_story("How do I assemble a two-shelf white bookcase?", num_steps=2, seed=0)
+    assert len(story.steps) == 2
+    for step in story.steps:
+        assert step.text.strip()
+        assert step.image is not None and step.image.size == (128, 128)
+    story.save(tmp_path)
+    assert len(json.loads((tmp_path / "story.json").read_text())["steps"]) == 2
+
+
+def test_the_text_of_a_held_out_guide_names_real_parts(default_model):
+    """The trained model writes steps the checker can read (a random one writes noise)."""
+    guide = generate_guide(0, split="heldout", seed=0, resolution=128)
+    story = default_model.generate_story(guide.prompt, num_steps=2, seed=0, use_residual=False)
+    score = AssemblyChecker().score(guide, [(s.text, s.image) for s in story.steps], resolution=128)
+    assert any(s.parts_added for s in score.steps)
+
+
+@pytest.mark.slow
+def test_default_model_speed_eval_runs_and_reports(tmp_path):
+    speed = load_eval("default_model_speed")
+    result = speed.main(["--repeats", "1", "--json", str(tmp_path / "speed.json"),
+                         "--results-md", str(tmp_path / "RESULTS.md")])
+    assert set(result["rows"]) == {"import_torch", "import_hart_vlm", "load_default", "story"}
+    assert all(r["median_s"] > 0 and r["peak_rss_mb"] > 0 for r in result["rows"].values())
+    assert result["rows"]["story"]["steps"] >= 1
+    assert "<!-- default_model_speed -->" in (tmp_path / "RESULTS.md").read_text()
