@@ -55,6 +55,7 @@ class ModelCardFacts:
     hardware: str | None = option(None, "what it was trained on, e.g. '1x NVIDIA H100 80GB'")
     training_time: str | None = option(None, "wall-clock training time, e.g. '2 h 40 min (tokenizer 50 min)'")
     eval_results: list[str] = option([], "JSON files written by the evals (e.g. evals/assembly_bench.py)")
+    limitations: str | None = option(None, "what users should know the model cannot do (a paragraph of the card)")
 
 
 @dataclass
@@ -325,6 +326,8 @@ def model_card(model: HartVLM, facts: ModelCardFacts, shards: dict[str, int], di
     ]
     for path in facts.configs:
         lines += [f"`{path}`:", "", "```yaml", Path(path).read_text().rstrip(), "```", ""]
+    if facts.limitations:
+        lines += ["## Limitations", "", facts.limitations.strip(), ""]
     if facts.eval_results:
         lines += ["## Evaluation", ""]
         for path in facts.eval_results:

@@ -75,4 +75,5 @@ def test_default_model_speed_eval_runs_and_reports(tmp_path):
     assert set(result["rows"]) == {"import_torch", "import_hart_vlm", "load_default", "story"}
     assert all(r["median_s"] > 0 and r["peak_rss_mb"] > 0 for r in result["rows"].values())
     assert result["rows"]["story"]["steps"] >= 1
+    assert 0 < result["rows"]["load_default"]["call_median_s"] < result["rows"]["load_default"]["median_s"]
     assert "<!-- default_model_speed -->" in (tmp_path / "RESULTS.md").read_text()

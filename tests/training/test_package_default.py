@@ -24,7 +24,8 @@ def write_card(folder: Path, name: str = "card.yaml", **changes) -> Path:
     evals = folder / "assembly_bench.json"
     evals.write_text(json.dumps({"step_accuracy": 0.25, "per_task": {"guide": {"psnr": 12.5}}, "n": 8}))
     facts = {"training_commands": COMMANDS, "configs": [str(CONFIGS / "vlm_tiny.yaml")], "data_seed": 3,
-             "hardware": "2-core CPU", "training_time": "40 s", "eval_results": [str(evals)]}
+             "hardware": "2-core CPU", "training_time": "40 s", "eval_results": [str(evals)],
+             "limitations": "Trained for 40 s: it draws noise."}
     path = folder / name
     path.write_text(yaml.safe_dump({k: v for k, v in {**facts, **changes}.items() if v is not None}))
     return path
@@ -88,6 +89,7 @@ def test_model_card_holds_the_facts_the_counts_and_the_architecture(tmp_path, ti
     assert "data seed: 0" in card  # not given: the configs' data_seed
     assert "scikit-image's bundled sample photographs" in card  # tokenizer_default.yaml has photo_crops
     assert "hardware: 1x test CPU" in card and "training time: 40 s" in card
+    assert "## Limitations\n\nTrained for 40 s: it draws noise." in card
     assert "| step_accuracy | 0.25 |" in card and "| per_task.guide.psnr | 12.5 |" in card
     assert "preset: `tiny`" in card
     assert f"{model.config.image_size} px, scales {list(model.config.layout.v_patch_nums)}" in card
