@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import sys
@@ -43,6 +42,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hart_vlm.scripts import load_script
+
 HERE = Path(__file__).resolve().parent
 STEP_MODES = ("free", "given")
 RATES = ("valid_order_rate", "complete_rate", "step_count_accuracy", "valid_step_rate", "image_rate")
@@ -51,12 +52,7 @@ IMAGE_METRICS = ("iou", "psnr", "ssim", "consistency")
 
 def _load_reconstruction():
     """evals/reconstruction.py, for the model loading and the RESULTS.md section writer it shares."""
-    if "evals_reconstruction" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("evals_reconstruction", HERE / "reconstruction.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["evals_reconstruction"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["evals_reconstruction"]
+    return load_script(HERE / "reconstruction.py", "evals_reconstruction")
 
 
 # ------------------------------------------------------------------------------------------------

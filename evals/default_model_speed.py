@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import shlex
@@ -31,18 +30,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from hart_vlm.scripts import load_script
+
 HERE = Path(__file__).resolve().parent
 DEMO_PROMPT = "How do I assemble a two-shelf white bookcase?"
 TARGETS_S = {"load_default": 5.0, "story": 60.0}
 
 
 def _load_speed():
-    if "evals_speed" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("evals_speed", HERE / "speed.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["evals_speed"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["evals_speed"]
+    """evals/speed.py: the machine description and the RESULTS.md section writer."""
+    return load_script(HERE / "speed.py", "evals_speed")
 
 
 def timed_process(argv: list[str]) -> tuple[float, float, str]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import sys
@@ -37,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from hart_vlm.scripts import load_script
 
 HERE = Path(__file__).resolve().parent
 DECODINGS = ("discrete", "hybrid", "continuous")
@@ -48,14 +49,9 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "h
 
 
 def _load_speed():
-    """evals/speed.py (machine description, RESULTS.md header), registered as speed.py registers
-    its siblings; evals/ is a folder of scripts, not a package."""
-    if "evals_speed" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("evals_speed", HERE / "speed.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["evals_speed"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["evals_speed"]
+    """evals/speed.py (machine description, RESULTS.md sections), registered as speed.py registers
+    its siblings."""
+    return load_script(HERE / "speed.py", "evals_speed")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import importlib.util
 import json
 import math
 import os
@@ -54,6 +53,8 @@ import psutil
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from hart_vlm.scripts import load_script
+
 HERE = Path(__file__).resolve().parent
 STAGES = ("transformer", "head", "decoder", "other")
 CONVERSATION = [{"role": "user", "content": [{"type": "text", "text": "How do I assemble a two-shelf white bookcase?"}]}]
@@ -61,13 +62,7 @@ CONVERSATION = [{"role": "user", "content": [{"type": "text", "text": "How do I 
 
 def _load_sibling(name: str):
     """A module of evals/ by file (evals/ is a folder of scripts, not a package)."""
-    module_name = f"evals_{name}"
-    if module_name not in sys.modules:  # registered first: dataclasses look their module up
-        spec = importlib.util.spec_from_file_location(module_name, HERE / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
+    return load_script(HERE / f"{name}.py", f"evals_{name}")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
+
+from hart_vlm.scripts import load_script as _load_by_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script(relative_path: str, module_name: str):
-    """ROOT/relative_path as a module registered under `module_name` (dataclasses need their
-    module in sys.modules to resolve annotations); loaded once per test session."""
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, ROOT / relative_path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
+    """ROOT/relative_path as a module registered under `module_name`; loaded once per test session."""
+    return _load_by_file(ROOT / relative_path, module_name)
