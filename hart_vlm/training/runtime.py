@@ -98,9 +98,28 @@ class LRSchedule:
         return self.min_ratio + (1.0 - self.min_ratio) * shape
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainingConfig) -> torch.optim.lr_scheduler.LambdaLR:
+class ConfiguredLR(torch.optim.lr_scheduler.LambdaLR):
+    """A LambdaLR whose schedule always comes from the run's config. Its checkpoint holds only the
+    step count: torch's LambdaLR would also restore the schedule object's fields and the peak
+    learning rates, so a run resumed with a longer `schedule_steps` (or another `learning_rate`)
+    would silently keep the old schedule. With an unchanged config the restored learning rate is
+    the saved one, bit for bit (the same `base_lr * schedule(step)`)."""
+
+    def state_dict(self) -> dict:
+        return {"last_epoch": self.last_epoch, "_step_count": self._step_count}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.last_epoch = int(state_dict["last_epoch"])
+        self._step_count = int(state_dict["_step_count"])
+        # restored after the optimizer (accelerate loads registered objects last), so this wins
+        for group, base_lr, schedule in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
+            group["lr"] = base_lr * schedule(self.last_epoch)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainingConfig) -> ConfiguredLR:
     schedule = LRSchedule(cfg.lr_schedule, cfg.warmup_steps, cfg.decay_steps, cfg.min_lr_ratio)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    return ConfiguredLR(optimizer, schedule)
 
 
 def step_generator(seed: int, step: int, micro_batch: int, process_index: int, device: torch.device) -> torch.Generator:

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from hart_vlm.training.batching import make_loader
 from hart_vlm.training.config import TrainingConfig
 from hart_vlm.training.loop import train_loop
-from hart_vlm.training.runtime import make_accelerator, make_optimizer, make_scheduler, step_generator
+from hart_vlm.training.runtime import LRSchedule, make_accelerator, make_optimizer, make_scheduler, step_generator
 
 
 class Points(Dataset):
@@ -40,9 +40,10 @@ def noisy_mse(model, batch, generator, step):
 
 
 def config(out, max_steps, **fields):
+    fields = {"learning_rate": 0.05, "schedule_steps": 4, **fields}
     return TrainingConfig(output_dir=str(out), max_steps=max_steps, batch_size=2, gradient_accumulation_steps=2,
-                          learning_rate=0.05, warmup_steps=1, schedule_steps=4, max_grad_norm=0.5, log_every=2,
-                          eval_every=2, eval_batches=2, progress=False, mixed_precision="no", **fields)
+                          warmup_steps=1, max_grad_norm=0.5, log_every=2, eval_every=2, eval_batches=2,
+                          progress=False, mixed_precision="no", **fields)
 
 
 def run(cfg, compute_losses=noisy_mse, **kwargs):
@@ -114,6 +115,20 @@ def test_train_loop_resumed_halfway_ends_where_the_straight_run_does(tmp_path):
     for name, value in straight.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[name], value)
     assert resumed.eval_metrics == straight.eval_metrics
+
+
+def test_a_resumed_run_follows_the_schedule_of_its_config(tmp_path):
+    # trained 2 steps of a schedule over 4, then resumed to 6 steps with the decay laid out over 6
+    # and another peak: from the resumption on, the learning rate is the new schedule's
+    run(config(tmp_path, 2))
+    run(config(tmp_path, 6, resume=True, schedule_steps=6, learning_rate=0.02))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r["lr"] for r in records if r["split"] == "train"}
+    new = LRSchedule("cosine", warmup=1, total=6, min_ratio=0.1)
+    old = LRSchedule("cosine", warmup=1, total=4, min_ratio=0.1)
+    assert logged[2] == pytest.approx(0.05 * old(1))  # the lr of the last step before the resumption
+    assert logged[4] == pytest.approx(0.02 * new(3)) and logged[6] == pytest.approx(0.02 * new(5))
+    assert 0.02 * new(5) != pytest.approx(0.05 * old(5))
 
 
 def test_train_loop_names_what_is_missing(tmp_path):
