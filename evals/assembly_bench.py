@@ -3,6 +3,7 @@
 
     python evals/assembly_bench.py                      # the embedded default model, 50 prompts
     python evals/assembly_bench.py --model PATH --num 20 --cfg 0 2 4.5
+    python evals/assembly_bench.py --temperature 0 --json F --plot P   # greedy text (default: 0.7)
 
 For held-out guide i (`generate_guide(i, split="heldout", seed, resolution=model's image size)`:
 (kind, material, size) combinations that training never saw), the model writes a story for
@@ -229,6 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", nargs="+", choices=STEP_MODES, default=list(STEP_MODES), dest="step_modes",
                         help="step modes: 'free' (the model decides how many steps) and/or 'given' (the true count)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="text token budget per story")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="text sampling temperature, 0 = greedy (default: SamplingConfig's)")
+    parser.add_argument("--top-p", type=float, default=None, help="text nucleus sampling (default: SamplingConfig's)")
     parser.add_argument("--force-image-after", default=None,
                         help="regular expression that forces an image (default: generate_story's end-of-step rule)")
     args = parser.parse_args(argv)
@@ -238,6 +242,10 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--cfg values must be >= 0, got {args.cfg}")
     if args.tolerance < 0:
         parser.error(f"--tolerance must be >= 0, got {args.tolerance}")
+    if args.temperature is not None and args.temperature < 0:
+        parser.error(f"--temperature must be >= 0, got {args.temperature}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        parser.error(f"--top-p must be in (0, 1], got {args.top_p}")
     device = torch.device(args.device)
     model, source, is_default = rec.load_model(parser, args.model, device)
 
@@ -245,8 +253,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     resolution = model.config.image_size
     guides = [generate_guide(i, split="heldout", seed=args.seed, resolution=resolution) for i in range(args.num)]
-    sampling = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("force_image_after", args.force_image_after))
-                if v is not None}
+    sampling = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("force_image_after", args.force_image_after),
+                                  ("temperature", args.temperature), ("top_p", args.top_p)) if v is not None}
     rows = run_sweep(model, guides, args.cfg, args.seed, args.tolerance, sampling, tuple(args.step_modes))
     result = {
         "machine": rec._load_speed().machine(device),
