@@ -26,7 +26,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="a saved HartVLM folder (default: the embedded default model)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance of the images")
-    parser.add_argument("--temperature", type=float, default=None, help="text sampling temperature (0 = greedy)")
+    parser.add_argument("--temperature", type=float, default=None, help="text sampling temperature, 0 = greedy (default: 0 for story, 0.7 for chat)")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--discrete-only", action="store_true", help="decode without the residual diffusion head")

@@ -33,6 +33,10 @@ from .layout import ImageLayout
 IGNORE_INDEX = -100
 # A step's text ends at the end of its first line: "Step 3: Attach the door to the left side."
 STEP_END_PATTERN = r"Step \d+:[^\n]*[.!?]\s*$"
+# generate_story writes its text greedily unless told otherwise: instructions want the most likely
+# step, not a varied one. Measured on the embedded default model, 50 held-out prompts at CFG 4.5
+# (evals/RESULTS.md): valid step order 0.48 greedy vs 0.28 at chat's temperature 0.7, part IoU 0.435 vs 0.381.
+STORY_TEXT_TEMPERATURE = 0.0
 
 
 @dataclass
@@ -424,8 +428,9 @@ class HartVLM(HartVLMPreTrainedModel):
 
         The image after each step's text is forced (`force_image_after` matches the end of a
         step's sentence) so that every step gets its picture even from a model that rarely emits
-        `<|image_start|>` by itself; `num_steps` stops after that many steps. `on_event`, if
-        given, is called with every stream event (for progress display)."""
+        `<|image_start|>` by itself; `num_steps` stops after that many steps. The text is greedy
+        unless `temperature` is given (`STORY_TEXT_TEMPERATURE`); the pictures are sampled from
+        `seed`. `on_event`, if given, is called with every stream event (for progress display)."""
         from .events import Done
         from .story import Story
 
@@ -434,6 +439,7 @@ class HartVLM(HartVLMPreTrainedModel):
         if num_steps is not None and num_steps < 1:
             raise ValueError(f"num_steps must be >= 1 or None, got {num_steps}")
         sampling.setdefault("force_image_after", STEP_END_PATTERN)
+        sampling.setdefault("temperature", STORY_TEXT_TEMPERATURE)
         sampling.setdefault("max_images", num_steps)
         messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
         response = None

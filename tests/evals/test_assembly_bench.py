@@ -35,9 +35,10 @@ def tiny_model_dir(tmp_path_factory):
 def tiny_run(bench, tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     paths = {"json": out / "bench.json", "plot": out / "bench.png", "md": out / "RESULTS.md"}
-    # A random model never writes an end-of-step sentence: force an image after every token.
+    # A random model never writes an end-of-step sentence: force an image after every token; and
+    # sample its text (greedy, generate_story's default, it may end the answer at once).
     result = bench.main(["--model", str(tiny_model_dir), "--num", "2", "--cfg", "0", "2", "--max-new-tokens", "12",
-                         "--force-image-after", r"\S\s*$", "--json", str(paths["json"]), "--plot", str(paths["plot"]),
+                         "--temperature", "0.7", "--force-image-after", r"\S\s*$", "--json", str(paths["json"]), "--plot", str(paths["plot"]),
                          "--results-md", str(paths["md"])])
     return result, paths
 

@@ -111,6 +111,16 @@ def test_generate_story_and_save(tmp_path, tiny_model):
     assert json.loads((folder / "story.json").read_text())["prompt"] == "How do I assemble a stool?"
 
 
+def test_a_story_is_written_greedily_unless_a_temperature_is_given(tiny_model):
+    kwargs = {"num_steps": 2, "seed": 3, "max_new_tokens": 24, "force_image_after": EVERY_FEW_TOKENS}
+    default = tiny_model.generate_story("How do I assemble a stool?", **kwargs)
+    greedy = tiny_model.generate_story("How do I assemble a stool?", temperature=0.0, **kwargs)
+    assert default.metadata["temperature"] == 0.0
+    assert [s.text for s in default.steps] == [s.text for s in greedy.steps]
+    hot = tiny_model.generate_story("How do I assemble a stool?", temperature=1.5, **kwargs)
+    assert hot.metadata["temperature"] == 1.5
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
