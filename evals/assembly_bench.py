@@ -3,7 +3,7 @@
 
     python evals/assembly_bench.py                      # the embedded default model, 50 prompts
     python evals/assembly_bench.py --model PATH --num 20 --cfg 0 2 4.5
-    python evals/assembly_bench.py --temperature 0 --json F --plot P   # greedy text (default: 0.7)
+    python evals/assembly_bench.py --temperature 0.7 --json F --plot P  # sampled text (default: greedy)
 
 For held-out guide i (`generate_guide(i, split="heldout", seed, resolution=model's image size)`:
 (kind, material, size) combinations that training never saw), the model writes a story for
@@ -49,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 STEP_MODES = ("free", "given")
 RATES = ("valid_order_rate", "complete_rate", "step_count_accuracy", "valid_step_rate", "image_rate")
 IMAGE_METRICS = ("iou", "psnr", "ssim", "consistency")
+DEFAULT_SAMPLING = "generate_story's defaults (greedy text)"
 
 
 def _load_reconstruction():
@@ -210,7 +211,7 @@ def results_section(result: dict, json_path: Path, plot_path: Path, md_path: Pat
     return [f"## Assembly benchmark: {result['source']} model", "", f"`{result['command']}`", "",
             f"- machine: {rec.machine_line(result['machine'])}, {result['date']}",
             f"- {s['num']} held-out prompts (seed {s['seed']}), {result['image_size']} px, story seed = seed + i, "
-            f"sampling {s['sampling'] or 'defaults'}, consistency tolerance {s['tolerance']:g} (RGB distance)",
+            f"sampling {s['sampling'] or DEFAULT_SAMPLING}, consistency tolerance {s['tolerance']:g} (RGB distance)",
             f"- metrics: {result['metrics']}", "", table(result), "",
             f"Files: `{rec.relative(json_path)}`, `{rec.relative(plot_path)}`", "",
             f"![assembly benchmark]({os.path.relpath(plot_path, md_path.parent)})", ""]
@@ -231,8 +232,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="step modes: 'free' (the model decides how many steps) and/or 'given' (the true count)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="text token budget per story")
     parser.add_argument("--temperature", type=float, default=None,
-                        help="text sampling temperature, 0 = greedy (default: SamplingConfig's)")
-    parser.add_argument("--top-p", type=float, default=None, help="text nucleus sampling (default: SamplingConfig's)")
+                        help="text sampling temperature, 0 = greedy (default: generate_story's, greedy)")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help="text nucleus sampling when the temperature is above 0 (default: SamplingConfig's)")
     parser.add_argument("--force-image-after", default=None,
                         help="regular expression that forces an image (default: generate_story's end-of-step rule)")
     args = parser.parse_args(argv)
