@@ -106,19 +106,21 @@ def test_the_sweep_json_has_every_setting_and_rates_in_range(bench, tiny_run):
 def test_steps_picks_the_step_modes(bench, tiny_model_dir, tmp_path):
     paths = {"json": tmp_path / "bench.json", "plot": tmp_path / "bench.png"}
     bench.main(["--model", str(tiny_model_dir), "--num", "1", "--cfg", "0", "--steps", "free", "--max-new-tokens", "6",
-                "--force-image-after", r"\S\s*$", "--temperature", "0", "--json", str(paths["json"]),
-                "--plot", str(paths["plot"])])
+                "--force-image-after", r"\S\s*$", "--temperature", "0", "--image-top-k", "5", "3",
+                "--json", str(paths["json"]), "--plot", str(paths["plot"])])
     saved = json.loads(paths["json"].read_text())
     assert saved["setup"]["step_modes"] == ["free"]
     assert saved["setup"]["sampling"]["temperature"] == 0.0  # greedy text, recorded with the results
+    assert saved["setup"]["sampling"]["image_top_k"] == [5, 3]
     assert [(r["use_residual"], r["steps"]) for r in saved["rows"]] == [(True, "free"), (False, "free")]
     assert paths["plot"].stat().st_size > 0
 
 
-@pytest.mark.parametrize("flag, value", [("--temperature", "-1"), ("--top-p", "0"), ("--top-p", "1.5")])
-def test_bad_text_sampling_flags_are_refused(bench, tiny_model_dir, capsys, flag, value):
+@pytest.mark.parametrize("flag, values", [("--temperature", ["-1"]), ("--top-p", ["0"]), ("--top-p", ["1.5"]),
+                                          ("--image-top-k", ["-1", "100"])])
+def test_bad_sampling_flags_are_refused(bench, tiny_model_dir, capsys, flag, values):
     with pytest.raises(SystemExit) as exit_info:
-        bench.main(["--model", str(tiny_model_dir), "--num", "1", flag, value])
+        bench.main(["--model", str(tiny_model_dir), "--num", "1", flag, *values])
     assert exit_info.value.code == 2 and flag in capsys.readouterr().err
 
 
