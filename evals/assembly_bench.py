@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="text sampling temperature, 0 = greedy (default: generate_story's, greedy)")
     parser.add_argument("--top-p", type=float, default=None,
                         help="text nucleus sampling when the temperature is above 0 (default: SamplingConfig's)")
+    parser.add_argument("--repetition-penalty", type=float, default=None,
+                        help="text repetition penalty (CTRL), > 1 discourages repeats (default: SamplingConfig's, 1)")
     parser.add_argument("--image-top-k", type=int, nargs=2, default=None, metavar=("EARLY", "LATE"),
                         help="image-token top-k on the early and the late scales, 0 = off "
                              "(default: SamplingConfig's, HART's (600, 300))")
@@ -251,6 +253,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--temperature must be >= 0, got {args.temperature}")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         parser.error(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.repetition_penalty is not None and not args.repetition_penalty > 0:
+        parser.error(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
     if args.image_top_k is not None and min(args.image_top_k) < 0:
         parser.error(f"--image-top-k values must be >= 0, got {args.image_top_k}")
     device = torch.device(args.device)
@@ -262,7 +266,8 @@ def main(argv: list[str] | None = None) -> dict:
     guides = [generate_guide(i, split="heldout", seed=args.seed, resolution=resolution) for i in range(args.num)]
     sampling = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("force_image_after", args.force_image_after),
                                   ("temperature", args.temperature), ("top_p", args.top_p),
-                                  ("image_top_k", args.image_top_k)) if v is not None}
+                                  ("repetition_penalty", args.repetition_penalty), ("image_top_k", args.image_top_k))
+                if v is not None}
     rows = run_sweep(model, guides, args.cfg, args.seed, args.tolerance, sampling, tuple(args.step_modes))
     result = {
         "machine": rec._load_speed().machine(device),

@@ -117,7 +117,7 @@ def test_steps_picks_the_step_modes(bench, tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("flag, values", [("--temperature", ["-1"]), ("--top-p", ["0"]), ("--top-p", ["1.5"]),
-                                          ("--image-top-k", ["-1", "100"])])
+                                          ("--repetition-penalty", ["0"]), ("--image-top-k", ["-1", "100"])])
 def test_bad_sampling_flags_are_refused(bench, tiny_model_dir, capsys, flag, values):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--model", str(tiny_model_dir), "--num", "1", flag, *values])
