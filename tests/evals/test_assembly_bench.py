@@ -107,11 +107,12 @@ def test_steps_picks_the_step_modes(bench, tiny_model_dir, tmp_path):
     paths = {"json": tmp_path / "bench.json", "plot": tmp_path / "bench.png"}
     bench.main(["--model", str(tiny_model_dir), "--num", "1", "--cfg", "0", "--steps", "free", "--max-new-tokens", "6",
                 "--force-image-after", r"\S\s*$", "--temperature", "0", "--image-top-k", "5", "3",
-                "--json", str(paths["json"]), "--plot", str(paths["plot"])])
+                "--repetition-penalty", "1.1", "--json", str(paths["json"]), "--plot", str(paths["plot"])])
     saved = json.loads(paths["json"].read_text())
     assert saved["setup"]["step_modes"] == ["free"]
     assert saved["setup"]["sampling"]["temperature"] == 0.0  # greedy text, recorded with the results
     assert saved["setup"]["sampling"]["image_top_k"] == [5, 3]
+    assert saved["setup"]["sampling"]["repetition_penalty"] == 1.1
     assert [(r["use_residual"], r["steps"]) for r in saved["rows"]] == [(True, "free"), (False, "free")]
     assert paths["plot"].stat().st_size > 0
 
