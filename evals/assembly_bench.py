@@ -14,6 +14,7 @@ by `AssemblyChecker().score(guide, [(step.text, step.image) ...], resolution=...
 
   valid-order rate      stories whose every step adds a part, after the parts it requires
   complete rate         stories that end with every part in place
+  valid-and-complete    stories that are both: a correct plan from first step to last
   step-count accuracy   stories with as many steps as the ground truth (meaningful for "free")
   valid-step rate       steps whose text adds a part (mean over stories)
   image rate            steps that have an image
@@ -47,7 +48,7 @@ from hart_vlm.scripts import load_script
 
 HERE = Path(__file__).resolve().parent
 STEP_MODES = ("free", "given")
-RATES = ("valid_order_rate", "complete_rate", "step_count_accuracy", "valid_step_rate", "image_rate")
+RATES = ("valid_order_rate", "complete_rate", "valid_complete_rate", "step_count_accuracy", "valid_step_rate", "image_rate")
 IMAGE_METRICS = ("iou", "psnr", "ssim", "consistency")
 DEFAULT_SAMPLING = "generate_story's defaults (greedy text)"
 
@@ -121,6 +122,7 @@ def aggregate(stories: list[dict]) -> dict:
     row = {"stories": len(stories),
            "valid_order_rate": float(np.mean([s["order_valid"] for s in stories])),
            "complete_rate": float(np.mean([s["complete"] for s in stories])),
+           "valid_complete_rate": float(np.mean([s["order_valid"] and s["complete"] for s in stories])),
            "step_count_accuracy": float(np.mean([s["step_count_match"] for s in stories])),
            "valid_step_rate": float(np.mean([s["valid_step_rate"] for s in stories])),
            "image_rate": float(np.mean([s["image_rate"] for s in stories])),
@@ -152,7 +154,7 @@ def run_sweep(model, guides: list, cfgs: list[float], seed: int, tolerance: floa
                     story = model.generate_story(guide.prompt, num_steps=len(guide.steps) if mode == "given" else None,
                                                  seed=seed + i, cfg=cfg, use_residual=use_residual, **sampling)
                     steps = [(step.text, step.image) for step in story.steps]
-                    stories.append(score_story(guide, steps, resolution, tolerance, checker))
+                    stories.append({**score_story(guide, steps, resolution, tolerance, checker), "intro": story.intro})
                 rows.append({"cfg": cfg, "use_residual": use_residual, "steps": mode, **aggregate(stories),
                              "per_story": stories})
     return rows
@@ -166,9 +168,9 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 def table(result: dict) -> str:
-    lines = ["| CFG | residual head | steps | valid order | complete | step count acc. | valid steps | images "
-             "| IoU | PSNR (dB) | SSIM | consistency |",
-             "| ---: | --- | --- |" + " ---: |" * 9]
+    lines = ["| CFG | residual head | steps | valid order | complete | valid and complete | step count acc. "
+             "| valid steps | images | IoU | PSNR (dB) | SSIM | consistency |",
+             "| ---: | --- | --- |" + " ---: |" * 10]
     for r in result["rows"]:
         lines.append(f"| {r['cfg']:g} | {'on' if r['use_residual'] else 'off'} | {r['steps']} | "
                      + " | ".join(_fmt(r[k], 2) for k in RATES) + " | "

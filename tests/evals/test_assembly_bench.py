@@ -90,12 +90,15 @@ def test_the_sweep_json_has_every_setting_and_rates_in_range(bench, tiny_run):
         assert row["stories"] == len(row["per_story"]) == 2
         for key in bench.RATES:
             assert 0.0 <= row[key] <= 1.0, key
+        both = [s["order_valid"] and s["complete"] for s in row["per_story"]]
+        assert row["valid_complete_rate"] == np.mean(both) <= min(row["valid_order_rate"], row["complete_rate"])
         for key in bench.IMAGE_METRICS:
             assert row[key] is None or np.isfinite(row[key])
             assert 0 <= row[f"{key}_stories"] <= 2
         for story in row["per_story"]:
             assert story["steps_true"] == len(generate_guide(story["index"], "heldout", 0, RES).steps)
             assert story["step_count_match"] == (story["steps_generated"] == story["steps_true"])
+            assert isinstance(story["intro"], str)  # the text before "Step 1:" (an overview line), kept
         assert row["image_rate"] > 0  # the forced images arrive
     assert {"cpu", "torch", "transformers"} <= set(saved["machine"])
     assert paths["plot"].stat().st_size > 0

@@ -9,7 +9,7 @@ from transformers import AutoConfig, AutoModel, AutoProcessor, DynamicCache, Lla
 from hart_vlm import HartVLM, HartVLMConfig, HartVLMProcessor
 from hart_vlm.layout import TEXT_BLOCK
 
-from .conftest import build_tiny, interleaved_conversation, random_image
+from .conftest import build_tiny, interleaved_conversation
 
 
 def _cut_points(blocks_BL: torch.Tensor) -> list[int]:
