@@ -203,12 +203,15 @@ class AssemblyMixture(Dataset):
       (image -> text), half and half as the generator decides;
     - "text": a guide's steps as text only, one step per line.
 
+    With `overview`, guide and text answers open with the guide's plan in one line
+    (GuidePlan.overview: "Overview: (1) bottom panel; (2) ...") before "Step 1:".
+
     Example `index` is task `task(index)`, drawn with `weights`, of the guide or caption example
     with the same index.
     """
 
     def __init__(self, num_examples: int, split: str = "train", seed: int = 0, resolution: int = 128,
-                 weights: dict[str, float] | None = None, image_positions: int = 0):
+                 weights: dict[str, float] | None = None, image_positions: int = 0, overview: bool = False):
         weights = dict(weights) if weights is not None else {"guide": 0.6, "caption": 0.3, "text": 0.1}
         unknown = sorted(set(weights) - set(MIXTURE_TASKS))
         if unknown:
@@ -219,6 +222,7 @@ class AssemblyMixture(Dataset):
             raise ValueError(f"num_examples must be >= 1, got {num_examples}")
         self.num_examples, self.split, self.seed, self.resolution = num_examples, split, seed, resolution
         self.image_positions = image_positions
+        self.overview = bool(overview)
         self.tasks = [t for t in MIXTURE_TASKS if weights.get(t, 0) > 0]
         total = sum(weights[t] for t in self.tasks)
         self.cumulative = np.cumsum([weights[t] / total for t in self.tasks])
@@ -234,11 +238,11 @@ class AssemblyMixture(Dataset):
         index = int(index)
         task = self.task(index)
         if task == "guide":
-            return generate_guide(index, self.split, self.seed, self.resolution).to_messages("pil")
+            return generate_guide(index, self.split, self.seed, self.resolution).to_messages("pil", overview=self.overview)
         if task == "caption":
             return generate_caption_example(index, self.split, self.seed, self.resolution)["messages"]
         plan = plan_guide(index, self.split, self.seed)
-        steps = "\n".join(f"Step {k + 1}: {text}" for k, text in enumerate(plan.step_texts))
+        steps = "\n".join(plan.step_lines(self.overview))
         return [{"role": "user", "content": [{"type": "text", "text": plan.prompt}]},
                 {"role": "assistant", "content": [{"type": "text", "text": steps}]}]
 
@@ -249,6 +253,6 @@ class AssemblyMixture(Dataset):
             chars = len(cap.user_text) + len(cap.assistant_text or "")
             return chars // CHARS_PER_TOKEN + self.image_positions
         plan = plan_guide(int(index), self.split, self.seed)
-        chars = len(plan.prompt) + sum(len(t) + 9 for t in plan.step_texts)  # + "Step k: " and a newline
+        chars = len(plan.prompt) + sum(len(t) + 1 for t in plan.step_lines(self.overview))  # + a newline
         images = len(plan.step_texts) if task == "guide" else 0
         return chars // CHARS_PER_TOKEN + images * self.image_positions

@@ -88,6 +88,21 @@ def test_assembly_mixture_is_a_pure_function_of_seed_and_index():
         AssemblyMixture(10, weights={"video": 1.0})
 
 
+def test_assembly_mixture_overview_opens_guide_and_text_answers():
+    plain = AssemblyMixture(60, "train", seed=0, resolution=32, image_positions=47)
+    with_overview = AssemblyMixture(60, "train", seed=0, resolution=32, image_positions=47, overview=True)
+    tasks = [plain.task(i) for i in range(60)]
+    for task in ("guide", "text", "caption"):
+        i = tasks.index(task)
+        if task == "caption":
+            texts = [[c.get("text") for c in m[i][1]["content"]] for m in (plain, with_overview)]
+            assert texts[0] == texts[1] and with_overview.length(i) == plain.length(i)
+        else:
+            a, b = plain[i][1]["content"][0]["text"], with_overview[i][1]["content"][0]["text"]
+            assert not a.startswith("Overview:") and b.startswith("Overview: (1) ") and b.endswith(a)
+            assert with_overview.length(i) > plain.length(i)
+
+
 def test_batch_stream_is_deterministic_prefix_stable_and_groups_by_length():
     lengths = np.random.default_rng(0).integers(10, 1000, size=100)
     def stream(n, length=None, seed=0):

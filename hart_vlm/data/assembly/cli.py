@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     assembly.add_argument("--seed", type=int, default=0)
     assembly.add_argument("--captions", action="store_true",
                           help="also write --num single-picture examples (draw / describe)")
+    assembly.add_argument("--overview", action="store_true",
+                          help="open each guide's answer with its one-line plan ('Overview: (1) ...'), "
+                               "as the embedded default model answers")
     assembly.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     assembly.set_defaults(func=run)
 
@@ -29,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from .export import write_jsonl
 
     path = write_jsonl(args.out, args.num, args.split, args.seed, args.resolution,
-                       include_captions=args.captions, workers=args.workers, progress=True)
+                       include_captions=args.captions, workers=args.workers, progress=True,
+                       overview=args.overview)
     print(f"wrote {path}")
     return 0

@@ -34,19 +34,21 @@ def _validate(num: int, split: str, seed: int, resolution: int) -> None:
         raise ValueError(f"resolution must be an int in [16, 2048], got {resolution!r}")
 
 
-def _row(task: str, index: int, split: str, seed: int, resolution: int, image_dir: Path | None) -> dict:
-    """One example; with `image_dir`, images are written there as PNG and replaced by relative paths."""
+def _row(task: str, index: int, split: str, seed: int, resolution: int, image_dir: Path | None,
+         overview: bool = False) -> dict:
+    """One example; with `image_dir`, images are written there as PNG and replaced by relative paths.
+    With `overview`, a guide's answer opens with its plan line (GuidePlan.overview)."""
     if task == "guide":
         guide = generate_guide(index, split, seed, resolution)
         meta = _meta("guide", split, index, seed, guide.kind, guide.params)
         if image_dir is None:
-            return {**meta, "messages": guide.to_messages("pil")}
+            return {**meta, "messages": guide.to_messages("pil", overview=overview)}
         paths = []
         for k, step in enumerate(guide.steps):
             name = f"{index:06d}_{k + 1}.png"
             step.image.save(image_dir / name)
             paths.append(f"images/{split}/{name}")
-        return {**meta, "messages": guide.to_messages("path", paths)}
+        return {**meta, "messages": guide.to_messages("path", paths, overview=overview)}
     cap = plan_caption(index, split, seed)
     example = generate_caption_example(index, split, seed, resolution)
     meta = _meta(cap.task, split, index, seed, cap.guide.kind, {**cap.guide.params, "steps_shown": cap.num_steps})
@@ -64,13 +66,16 @@ def _jobs(num: int, include_captions: bool) -> list[tuple[str, int]]:
     return [("guide", i) for i in range(num)] + ([("caption", i) for i in range(num)] if include_captions else [])
 
 
-def _run(job: tuple[str, int], split: str, seed: int, resolution: int, image_dir: Path | None) -> dict:
-    return _row(job[0], job[1], split, seed, resolution, image_dir)
+def _run(job: tuple[str, int], split: str, seed: int, resolution: int, image_dir: Path | None,
+         overview: bool = False) -> dict:
+    return _row(job[0], job[1], split, seed, resolution, image_dir, overview)
 
 
 def write_jsonl(out_dir: str | Path, num: int, split: str = "train", seed: int = 0, resolution: int = 128,
-                include_captions: bool = False, workers: int = 1, progress: bool = False) -> Path:
-    """Write `num` guides (and `num` caption examples) to out_dir/<split>.jsonl with their PNGs.
+                include_captions: bool = False, workers: int = 1, progress: bool = False,
+                overview: bool = False) -> Path:
+    """Write `num` guides (and `num` caption examples) to out_dir/<split>.jsonl with their PNGs;
+    with `overview`, each guide's answer opens with its one-line plan, as the default model writes.
 
     Output is byte-identical for the same arguments, whatever `workers` is.
     """
@@ -81,7 +86,7 @@ def write_jsonl(out_dir: str | Path, num: int, split: str = "train", seed: int =
     image_dir = out_dir / "images" / split
     image_dir.mkdir(parents=True, exist_ok=True)
     jobs = _jobs(num, include_captions)
-    work = partial(_run, split=split, seed=seed, resolution=resolution, image_dir=image_dir)
+    work = partial(_run, split=split, seed=seed, resolution=resolution, image_dir=image_dir, overview=overview)
     path = out_dir / f"{split}.jsonl"
     with open(path, "w", encoding="utf-8") as f, tqdm(total=len(jobs), disable=not progress, desc=split) as bar:
         if workers == 1:
@@ -111,9 +116,10 @@ def _features():
                      "messages": List({"role": Value("string"), "content": List(item)})})
 
 
-def _dataset_rows(num: int, split: str, seed: int, resolution: int, include_captions: bool) -> Iterator[dict]:
+def _dataset_rows(num: int, split: str, seed: int, resolution: int, include_captions: bool,
+                  overview: bool = False) -> Iterator[dict]:
     for task, index in _jobs(num, include_captions):
-        row = _row(task, index, split, seed, resolution, None)
+        row = _row(task, index, split, seed, resolution, None, overview)
         for message in row["messages"]:
             message["content"] = [{"type": c["type"], "text": c.get("text"), "image": c.get("image")}
                                   for c in message["content"]]
@@ -121,7 +127,7 @@ def _dataset_rows(num: int, split: str, seed: int, resolution: int, include_capt
 
 
 def to_hf_dataset(num: int, split: str = "train", seed: int = 0, resolution: int = 128,
-                  include_captions: bool = False, cache_dir: str | None = None):
+                  include_captions: bool = False, cache_dir: str | None = None, overview: bool = False):
     """A `datasets.Dataset` of the same rows as `write_jsonl`, images as `datasets.Image`
     features inside "messages" (items carry "type", "text" and "image"; the unused one is None)."""
     from datasets import Dataset
@@ -129,4 +135,5 @@ def to_hf_dataset(num: int, split: str = "train", seed: int = 0, resolution: int
     _validate(num, split, seed, resolution)
     return Dataset.from_generator(
         _dataset_rows, features=_features(), cache_dir=cache_dir,
-        gen_kwargs=dict(num=num, split=split, seed=seed, resolution=resolution, include_captions=include_captions))
+        gen_kwargs=dict(num=num, split=split, seed=seed, resolution=resolution, include_captions=include_captions,
+                        overview=overview))

@@ -86,6 +86,19 @@ class GuidePlan:
     def description(self) -> str:
         return phrasing.describe(self.furniture, self.material, self.size)
 
+    @property
+    def overview(self) -> str:
+        """The guide's plan in one line, one numbered item per step (phrasing.overview_text)."""
+        return phrasing.overview_text(self.step_parts)
+
+    def step_lines(self, overview: bool = False) -> list[str]:
+        """The assistant's texts: "Step k: ..." per step, the first one after the overview line
+        when `overview` is true."""
+        lines = [f"Step {k + 1}: {text}" for k, text in enumerate(self.step_texts)]
+        if overview:
+            lines[0] = f"{self.overview}\n{lines[0]}"
+        return lines
+
 
 def plan_guide(index: int, split: str = "train", seed: int = 0) -> GuidePlan:
     """The text and geometry of guide `index` of `split` (fast: no rendering)."""
@@ -177,16 +190,18 @@ class AssemblyGuide:
     def split(self) -> str:
         return self.plan.split
 
-    def to_messages(self, image_format: str = "pil", image_paths: list[str] | None = None) -> list[dict]:
+    def to_messages(self, image_format: str = "pil", image_paths: list[str] | None = None,
+                    overview: bool = False) -> list[dict]:
         """The chat of DESIGN.md §7: the user prompt, then "Step k: ..." texts, each followed
-        by its image (a PIL image, or the given relative paths with image_format="path")."""
+        by its image (a PIL image, or the given relative paths with image_format="path").
+        With `overview`, the answer opens with the plan's overview line (GuidePlan.overview)."""
         if image_format not in ("pil", "path"):
             raise ValueError(f"image_format must be 'pil' or 'path', got {image_format!r}")
         if image_format == "path" and (image_paths is None or len(image_paths) != len(self.steps)):
             raise ValueError(f"image_paths must list {len(self.steps)} paths when image_format='path'")
         content = []
-        for k, step in enumerate(self.steps):
-            content.append({"type": "text", "text": f"Step {k + 1}: {step.text}"})
+        for k, (line, step) in enumerate(zip(self.plan.step_lines(overview), self.steps)):
+            content.append({"type": "text", "text": line})
             content.append({"type": "image", "image": step.image if image_format == "pil" else image_paths[k]})
         return [{"role": "user", "content": [{"type": "text", "text": self.prompt}]},
                 {"role": "assistant", "content": content}]

@@ -172,6 +172,17 @@ def join_words(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def overview_text(step_parts: list[list[str]]) -> str:
+    """A one-line plan of the guide, one numbered item per step, with the canonical part names:
+    'Overview: (1) bottom panel; (2) left side panel and right side panel; (3) top panel.'
+
+    Put before "Step 1:", it lets a model write its plan first, next to the prompt, and then
+    follow it step by step (a parts list up front, as printed assembly manuals have)."""
+    if not step_parts or not all(step_parts):
+        raise ValueError("step_parts must be a non-empty list of non-empty part lists")
+    return "Overview: " + "; ".join(f"({k}) {join_words(names)}" for k, names in enumerate(step_parts, 1)) + "."
+
+
 def describe(furniture: Furniture, material: str, size: str) -> str:
     """'small white bookcase with two shelves' (no article)."""
     p, kind = furniture.params, furniture.kind

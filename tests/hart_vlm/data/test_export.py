@@ -73,3 +73,15 @@ def test_cli_writes_dataset(tmp_path, capsys):
     assert (out / "validation.jsonl").read_text().count("\n") == 2
     assert "validation.jsonl" in capsys.readouterr().out
     assert _files(out) == _files(write_jsonl(tmp_path / "api", 2, "validation", 4, 32).parent)
+
+
+def test_overview_flag_opens_each_guide_answer_with_its_plan(tmp_path):
+    code = main(["data", "assembly", "--out", str(tmp_path / "cli"), "--num", "2", "--resolution", "32", "--overview"])
+    assert code == 0
+    rows = [json.loads(line) for line in (tmp_path / "cli" / "train.jsonl").read_text().splitlines()]
+    for row in rows:
+        guide = generate_guide(row["index"], "train", seed=0, resolution=32)
+        first = row["messages"][1]["content"][0]["text"]
+        assert first == f"{guide.plan.overview}\nStep 1: {guide.steps[0].text}"
+    ds = to_hf_dataset(1, "train", seed=0, resolution=32, overview=True, cache_dir=str(tmp_path / "cache"))
+    assert ds[0]["messages"][1]["content"][0]["text"] == rows[0]["messages"][1]["content"][0]["text"]

@@ -67,6 +67,31 @@ def test_guide_structure_and_messages():
         guide.to_messages("jpeg")
 
 
+def test_overview_opens_the_answer_with_one_numbered_item_per_step_and_stays_out_of_the_steps():
+    from hart_vlm.data.assembly.checker import AssemblyChecker
+    from hart_vlm.data.assembly.phrasing import overview_text
+    from hart_vlm.story import Story
+
+    assert overview_text([["legs"], ["front rail", "back rail"], ["seat"]]) == (
+        "Overview: (1) legs; (2) front rail and back rail; (3) seat.")
+    with pytest.raises(ValueError, match="step_parts"):
+        overview_text([["legs"], []])
+    guide = generate_guide(5, "train", seed=0, resolution=32)
+    plain, with_overview = guide.to_messages(), guide.to_messages(overview=True)
+    first = with_overview[1]["content"][0]["text"]
+    assert first == guide.plan.overview + "\n" + plain[1]["content"][0]["text"]
+    assert with_overview[1]["content"][1:] == plain[1]["content"][1:]
+    assert guide.plan.overview.count(";") == len(guide.steps) - 1
+    assert all(f"({k}) " in guide.plan.overview for k in range(1, len(guide.steps) + 1))
+    # A story read back from such an answer keeps the overview as its intro, and the checker
+    # scores the ground truth's steps perfectly either way.
+    story = Story.from_parts(guide.prompt, [item["text"] if item["type"] == "text" else item["image"]
+                                            for item in with_overview[1]["content"]])
+    assert story.intro == guide.plan.overview and [s.text for s in story.steps] == [s.text for s in guide.steps]
+    score = AssemblyChecker().score(guide, [(s.text, s.image) for s in story.steps])
+    assert score.order_valid and score.complete and score.step_count_match
+
+
 def test_caption_examples():
     tasks = set()
     for index in range(12):
