@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     assembly.add_argument("--captions", action="store_true",
                           help="also write --num single-picture examples (draw / describe)")
     assembly.add_argument("--overview", action="store_true",
-                          help="open each guide's answer with its one-line plan ('Overview: (1) ...'), "
-                               "as the embedded default model answers")
+                          help="open each guide's answer with its one-line plan ('Overview: (1) ...') "
+                               "before 'Step 1:'")
     assembly.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     assembly.set_defaults(func=run)
 

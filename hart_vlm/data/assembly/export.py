@@ -75,7 +75,7 @@ def write_jsonl(out_dir: str | Path, num: int, split: str = "train", seed: int =
                 include_captions: bool = False, workers: int = 1, progress: bool = False,
                 overview: bool = False) -> Path:
     """Write `num` guides (and `num` caption examples) to out_dir/<split>.jsonl with their PNGs;
-    with `overview`, each guide's answer opens with its one-line plan, as the default model writes.
+    with `overview`, each guide's answer opens with its one-line plan (GuidePlan.overview).
 
     Output is byte-identical for the same arguments, whatever `workers` is.
     """
