@@ -48,7 +48,8 @@ from hart_vlm.scripts import load_script
 
 HERE = Path(__file__).resolve().parent
 STEP_MODES = ("free", "given")
-RATES = ("valid_order_rate", "complete_rate", "valid_complete_rate", "step_count_accuracy", "valid_step_rate", "image_rate")
+RATES = ("valid_order_rate", "complete_rate", "valid_complete_rate", "step_count_accuracy", "valid_step_rate",
+         "image_rate")
 IMAGE_METRICS = ("iou", "psnr", "ssim", "consistency")
 DEFAULT_SAMPLING = "generate_story's defaults (greedy text)"
 

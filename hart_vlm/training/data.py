@@ -238,7 +238,8 @@ class AssemblyMixture(Dataset):
         index = int(index)
         task = self.task(index)
         if task == "guide":
-            return generate_guide(index, self.split, self.seed, self.resolution).to_messages("pil", overview=self.overview)
+            guide = generate_guide(index, self.split, self.seed, self.resolution)
+            return guide.to_messages("pil", overview=self.overview)
         if task == "caption":
             return generate_caption_example(index, self.split, self.seed, self.resolution)["messages"]
         plan = plan_guide(index, self.split, self.seed)
