@@ -4,10 +4,13 @@
     python evals/assembly_bench.py                      # the embedded default model, 50 prompts
     python evals/assembly_bench.py --model PATH --num 20 --cfg 0 2 4.5
     python evals/assembly_bench.py --temperature 0.7 --json F --plot P  # sampled text (default: greedy)
+    python evals/assembly_bench.py --varied-prompts     # the same guides, asked for as users word it
 
 For held-out guide i (`generate_guide(i, split="heldout", seed, resolution=model's image size)`:
 (kind, material, size) combinations that training never saw), the model writes a story for
-`guide.prompt` with `model.generate_story(prompt, seed=seed + i, ...)` in every setting of the sweep:
+`guide.prompt` with `model.generate_story(prompt, seed=seed + i, ...)` in every setting of the sweep
+(with `--varied-prompts` the prompt is worded as users word requests, `plan_guide(..., varied_prompts=True)`:
+"a two-shelf white bookcase", a synonym, no size or no view; the guides themselves are the same):
 CFG in `--cfg` x residual head on / off (`use_residual`) x the step count left to the model
 ("free", num_steps=None) or given ("given", num_steps = the ground truth's). Each story is scored
 by `AssemblyChecker().score(guide, [(step.text, step.image) ...], resolution=...)`:
@@ -20,6 +23,11 @@ by `AssemblyChecker().score(guide, [(step.text, step.image) ...], resolution=...
   image rate            steps that have an image
   IoU / PSNR / SSIM     each step's image against the render of the state its texts imply
                         (the checker's per-part mask IoU by colour segmentation; PSNR capped at 100)
+  valid plan            stories whose answer opens with an "Overview: (1) ...; (2) ..." line (models
+                        trained with guide_overview) that lists every part once in a valid order
+                        (n/a when no story has one)
+  follows plan          among the stories with a valid plan, those whose steps add exactly its items
+                        in its order: a valid plan with unfaithful steps vs. a wrong plan
   consistency           parts already placed stay put: for each pair of consecutive steps k-1, k,
                         the pixels where the implied render of state k-1 shows a part face (a "pure"
                         pixel: one flat face, no edge) that the render of state k still shows
@@ -94,15 +102,32 @@ def consistency(guide, parts_added: list[list[str]], images: list[Image.Image | 
     return float(np.mean(fractions)) if fractions else None
 
 
+def score_plan(guide, intro: str, parts_added: list[list[str]]) -> dict:
+    """Whether the story's overview line (its `intro`) is a valid, complete plan for `guide`, and
+    whether the steps, which added `parts_added`, followed it (both None without an overview)."""
+    from hart_vlm.data.assembly import parse_overview
+
+    items = parse_overview(guide.kind, intro, guide.furniture.part_names)
+    if items is None:
+        return {"plan_valid": None, "follows_plan": None}
+    plan = [item.added for item in items]
+    valid = (bool(items) and all(item.valid and not item.repeated and not item.unknown for item in items)
+             and guide.furniture.order_is_valid(plan)
+             and {n for added in plan for n in added} == set(guide.furniture.part_names))
+    follows = valid and [sorted(a) for a in parts_added] == [sorted(a) for a in plan]
+    return {"plan_valid": valid, "follows_plan": follows if valid else None}
+
+
 def score_story(guide, steps: list[tuple[str, Image.Image | None]], resolution: int, tolerance: float,
-                checker=None) -> dict:
-    """The per-story record: the checker's verdicts and means, the valid-step and image rates, and
-    the consistency between consecutive images."""
+                checker=None, intro: str = "") -> dict:
+    """The per-story record: the checker's verdicts and means, the valid-step and image rates, the
+    consistency between consecutive images, and the verdict on the plan in `intro` (score_plan)."""
     from hart_vlm.data.assembly import AssemblyChecker
 
     checker = checker or AssemblyChecker()
     score = checker.score(guide, steps, resolution=resolution)
     n = len(steps)
+    parts_added = [s.parts_added for s in score.steps]
     return {
         "index": guide.index, "kind": guide.kind, "prompt": guide.prompt,
         "steps_true": len(guide.steps), "steps_generated": n,
@@ -110,9 +135,9 @@ def score_story(guide, steps: list[tuple[str, Image.Image | None]], resolution: 
         "valid_step_rate": sum(s.valid for s in score.steps) / n if n else 0.0,
         "image_rate": sum(image is not None for _, image in steps) / n if n else 0.0,
         "iou": score.mean_iou, "psnr": score.mean_psnr, "ssim": score.mean_ssim,
-        "consistency": consistency(guide, [s.parts_added for s in score.steps], [image for _, image in steps],
-                                   resolution, tolerance),
-        "texts": [text for text, _ in steps],
+        "consistency": consistency(guide, parts_added, [image for _, image in steps], resolution, tolerance),
+        **score_plan(guide, intro, parts_added),
+        "intro": intro, "texts": [text for text, _ in steps], "parts_added": parts_added,
     }
 
 
@@ -128,6 +153,10 @@ def aggregate(stories: list[dict]) -> dict:
            "valid_step_rate": float(np.mean([s["valid_step_rate"] for s in stories])),
            "image_rate": float(np.mean([s["image_rate"] for s in stories])),
            "mean_steps": float(np.mean([s["steps_generated"] for s in stories]))}
+    planned = any(s.get("plan_valid") is not None for s in stories)
+    valid_plans = [s for s in stories if s.get("plan_valid")]
+    row["plan_valid_rate"] = float(np.mean([bool(s.get("plan_valid")) for s in stories])) if planned else None
+    row["follows_plan_rate"] = float(np.mean([s["follows_plan"] for s in valid_plans])) if valid_plans else None
     for metric in IMAGE_METRICS:
         values = [s[metric] for s in stories if s[metric] is not None]
         row[metric] = float(np.mean(values)) if values else None
@@ -155,7 +184,7 @@ def run_sweep(model, guides: list, cfgs: list[float], seed: int, tolerance: floa
                     story = model.generate_story(guide.prompt, num_steps=len(guide.steps) if mode == "given" else None,
                                                  seed=seed + i, cfg=cfg, use_residual=use_residual, **sampling)
                     steps = [(step.text, step.image) for step in story.steps]
-                    stories.append({**score_story(guide, steps, resolution, tolerance, checker), "intro": story.intro})
+                    stories.append(score_story(guide, steps, resolution, tolerance, checker, story.intro))
                 rows.append({"cfg": cfg, "use_residual": use_residual, "steps": mode, **aggregate(stories),
                              "per_story": stories})
     return rows
@@ -170,11 +199,12 @@ def _fmt(value: float | None, digits: int) -> str:
 
 def table(result: dict) -> str:
     lines = ["| CFG | residual head | steps | valid order | complete | valid and complete | step count acc. "
-             "| valid steps | images | IoU | PSNR (dB) | SSIM | consistency |",
-             "| ---: | --- | --- |" + " ---: |" * 10]
+             "| valid steps | images | valid plan | follows plan | IoU | PSNR (dB) | SSIM | consistency |",
+             "| ---: | --- | --- |" + " ---: |" * 12]
     for r in result["rows"]:
         lines.append(f"| {r['cfg']:g} | {'on' if r['use_residual'] else 'off'} | {r['steps']} | "
                      + " | ".join(_fmt(r[k], 2) for k in RATES) + " | "
+                     + f"{_fmt(r.get('plan_valid_rate'), 2)} | {_fmt(r.get('follows_plan_rate'), 2)} | "
                      + f"{_fmt(r['iou'], 3)} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'], 3)} | {_fmt(r['consistency'], 3)} |")
     return "\n".join(lines)
 
@@ -213,7 +243,8 @@ def results_section(result: dict, json_path: Path, plot_path: Path, md_path: Pat
     s = result["setup"]
     return [f"## Assembly benchmark: {result['source']} model", "", f"`{result['command']}`", "",
             f"- machine: {rec.machine_line(result['machine'])}, {result['date']}",
-            f"- {s['num']} held-out prompts (seed {s['seed']}), {result['image_size']} px, story seed = seed + i, "
+            f"- {s['num']} held-out prompts (seed {s['seed']}{', varied wording' if s.get('varied_prompts') else ''}), "
+            f"{result['image_size']} px, story seed = seed + i, "
             f"sampling {s['sampling'] or DEFAULT_SAMPLING}, consistency tolerance {s['tolerance']:g} (RGB distance)",
             f"- metrics: {result['metrics']}", "", table(result), "",
             f"Files: `{rec.relative(json_path)}`, `{rec.relative(plot_path)}`", "",
@@ -243,6 +274,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--image-top-k", type=int, nargs=2, default=None, metavar=("EARLY", "LATE"),
                         help="image-token top-k on the early and the late scales, 0 = off "
                              "(default: SamplingConfig's, HART's (600, 300))")
+    parser.add_argument("--varied-prompts", action="store_true",
+                        help="ask for each held-out guide in one of many user wordings "
+                             "(plan_guide(varied_prompts=True))")
     parser.add_argument("--force-image-after", default=None,
                         help="regular expression that forces an image (default: generate_story's end-of-step rule)")
     args = parser.parse_args(argv)
@@ -266,7 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
     from hart_vlm.data.assembly import generate_guide
 
     resolution = model.config.image_size
-    guides = [generate_guide(i, split="heldout", seed=args.seed, resolution=resolution) for i in range(args.num)]
+    guides = [generate_guide(i, "heldout", args.seed, resolution, args.varied_prompts) for i in range(args.num)]
     sampling = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("force_image_after", args.force_image_after),
                                   ("temperature", args.temperature), ("top_p", args.top_p),
                                   ("repetition_penalty", args.repetition_penalty), ("image_top_k", args.image_top_k))
@@ -278,7 +312,8 @@ def main(argv: list[str] | None = None) -> dict:
         "command": " ".join(["python evals/assembly_bench.py", *(argv if argv is not None else sys.argv[1:])]),
         "source": source,
         "image_size": resolution,
-        "setup": {"num": args.num, "seed": args.seed, "cfg": args.cfg, "tolerance": args.tolerance,
+        "setup": {"num": args.num, "seed": args.seed, "varied_prompts": args.varied_prompts, "cfg": args.cfg,
+                  "tolerance": args.tolerance,
                   "sampling": sampling, "step_modes": list(args.step_modes)},
         "metrics": "rates over stories; IoU / PSNR / SSIM / consistency: mean of per-story means over the stories "
                    "with images (see evals/assembly_bench.py)",

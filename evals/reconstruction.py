@@ -72,12 +72,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def load_model(parser: argparse.ArgumentParser, path: Path | None, device: torch.device):
     """(model, name, is_default): the model at `path`, else the embedded default model; exits with
     status 2 (argparse's usage error) when there is neither."""
-    from hart_vlm import HartVLM, default_model
+    from hart_vlm import default_model
 
     if path is not None:
         if not (path / "config.json").is_file():
             parser.error(f"--model {path}: not a saved HartVLM folder (no config.json)")
-        return HartVLM.from_pretrained(path).to(device).eval(), path.resolve().name, False
+        return default_model.load_model(path, device), path.resolve().name, False
     if not default_model.has_default_model():
         parser.error(f"no model to evaluate: the embedded default model is not in this installation "
                      f"(looked in {default_model.default_model_path()}); pass --model PATH (a saved HartVLM folder)")

@@ -38,12 +38,11 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 def _load(args):
     import torch
 
-    from .default_model import load_default
-    from .modeling_hart_vlm import HartVLM
+    from .default_model import load_default, load_model
 
     if args.model is None:
         return load_default(device=args.device)
-    return HartVLM.from_pretrained(args.model).to(torch.device(args.device)).eval()
+    return load_model(args.model, torch.device(args.device))
 
 
 def _sampling(args) -> dict:

@@ -21,6 +21,17 @@ def has_default_model() -> bool:
     return (default_model_path() / "config.json").is_file()
 
 
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """A saved HartVLM folder on `device`, in eval mode: in float32 on a CPU, where fp16 matrix
+    products and convolutions run many times slower (packaged folders such as the embedded
+    model's store fp16), and in the dtype it was saved in on other devices."""
+    from .modeling_hart_vlm import HartVLM
+
+    device = torch.device(device)
+    dtype = torch.float32 if device.type == "cpu" else "auto"
+    return HartVLM.from_pretrained(path, dtype=dtype).to(device).eval()
+
+
 def load_default(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,

@@ -48,6 +48,7 @@ class VLMTrainingConfig(TrainingConfig):
     mixture_examples: int = option(100000, "examples of the procedural assembly mixture (train split)")
     mixture_weights: dict = option({"guide": 0.6, "caption": 0.3, "text": 0.1}, "task weights of the mixture")
     guide_overview: bool = option(False, "mixture guides open with a one-line numbered plan before 'Step 1:'")
+    varied_prompts: bool = option(False, "mixture guide prompts worded in many ways ('a two-shelf white bookcase')")
     eval_examples: int = option(64, "examples of the mixture's validation split to evaluate on")
     data_seed: int = option(0, "seed of the procedural assembly data")
     length_grouping: bool = option(True, "batch examples of similar length together")
@@ -113,14 +114,14 @@ def main(cfg: VLMTrainingConfig) -> TrainingResult:
         train_set = HFChatDataset(load_hf_dataset(cfg.dataset, cfg.dataset_split))
     else:
         train_set = AssemblyMixture(cfg.mixture_examples, "train", cfg.data_seed, model.config.image_size,
-                                    cfg.mixture_weights, positions, cfg.guide_overview)
+                                    cfg.mixture_weights, positions, cfg.guide_overview, cfg.varied_prompts)
     eval_set = None
     if cfg.eval_data:
         eval_set, eval_skipped = ChatDataset.from_jsonl(cfg.eval_data, positions, cfg.skip_bad_rows)
         skipped += eval_skipped
     elif not cfg.data and cfg.dataset is None and cfg.eval_examples:
         eval_set = AssemblyMixture(cfg.eval_examples, "validation", cfg.data_seed, model.config.image_size,
-                                   cfg.mixture_weights, positions, cfg.guide_overview)
+                                   cfg.mixture_weights, positions, cfg.guide_overview, cfg.varied_prompts)
     if skipped:
         accelerator.print(f"skipped {len(skipped)} bad rows, the first: {skipped[0]}")
     collate = ChatCollator(processor, cfg.max_length)

@@ -204,14 +204,17 @@ class AssemblyMixture(Dataset):
     - "text": a guide's steps as text only, one step per line.
 
     With `overview`, guide and text answers open with the guide's plan in one line
-    (GuidePlan.overview: "Overview: (1) bottom panel; (2) ...") before "Step 1:".
+    (GuidePlan.overview: "Overview: (1) bottom panel; (2) ...") before "Step 1:". With
+    `varied_prompts`, guide and text prompts are worded in many ways (plan_guide), not in the one
+    wording of the held-out prompts.
 
     Example `index` is task `task(index)`, drawn with `weights`, of the guide or caption example
     with the same index.
     """
 
     def __init__(self, num_examples: int, split: str = "train", seed: int = 0, resolution: int = 128,
-                 weights: dict[str, float] | None = None, image_positions: int = 0, overview: bool = False):
+                 weights: dict[str, float] | None = None, image_positions: int = 0, overview: bool = False,
+                 varied_prompts: bool = False):
         weights = dict(weights) if weights is not None else {"guide": 0.6, "caption": 0.3, "text": 0.1}
         unknown = sorted(set(weights) - set(MIXTURE_TASKS))
         if unknown:
@@ -223,6 +226,7 @@ class AssemblyMixture(Dataset):
         self.num_examples, self.split, self.seed, self.resolution = num_examples, split, seed, resolution
         self.image_positions = image_positions
         self.overview = bool(overview)
+        self.varied_prompts = bool(varied_prompts)
         self.tasks = [t for t in MIXTURE_TASKS if weights.get(t, 0) > 0]
         total = sum(weights[t] for t in self.tasks)
         self.cumulative = np.cumsum([weights[t] / total for t in self.tasks])
@@ -238,11 +242,11 @@ class AssemblyMixture(Dataset):
         index = int(index)
         task = self.task(index)
         if task == "guide":
-            guide = generate_guide(index, self.split, self.seed, self.resolution)
+            guide = generate_guide(index, self.split, self.seed, self.resolution, self.varied_prompts)
             return guide.to_messages("pil", overview=self.overview)
         if task == "caption":
             return generate_caption_example(index, self.split, self.seed, self.resolution)["messages"]
-        plan = plan_guide(index, self.split, self.seed)
+        plan = plan_guide(index, self.split, self.seed, self.varied_prompts)
         steps = "\n".join(plan.step_lines(self.overview))
         return [{"role": "user", "content": [{"type": "text", "text": plan.prompt}]},
                 {"role": "assistant", "content": [{"type": "text", "text": steps}]}]
@@ -253,7 +257,7 @@ class AssemblyMixture(Dataset):
             cap = plan_caption(int(index), self.split, self.seed)
             chars = len(cap.user_text) + len(cap.assistant_text or "")
             return chars // CHARS_PER_TOKEN + self.image_positions
-        plan = plan_guide(int(index), self.split, self.seed)
+        plan = plan_guide(int(index), self.split, self.seed, self.varied_prompts)
         chars = len(plan.prompt) + sum(len(t) + 1 for t in plan.step_lines(self.overview))  # + a newline
         images = len(plan.step_texts) if task == "guide" else 0
         return chars // CHARS_PER_TOKEN + images * self.image_positions

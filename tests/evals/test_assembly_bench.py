@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hart_vlm.data.assembly import generate_guide
+from hart_vlm.data.assembly import generate_guide, plan_guide
 from tests.evals import load_eval
 
 RES = 32
@@ -65,6 +65,26 @@ def test_parts_that_move_lower_the_consistency(bench):
     assert blind["iou"] is blind["psnr"] is blind["consistency"] is None
 
 
+def test_the_plan_verdict_tells_a_wrong_plan_from_steps_that_leave_a_right_one(bench):
+    guide = generate_guide(3, split="heldout", seed=0, resolution=RES)
+    steps = [(s.text, None) for s in guide.steps]
+    overview = guide.plan.overview
+    right = bench.score_story(guide, steps, RES, tolerance=24.0, intro=overview)
+    assert right["plan_valid"] and right["follows_plan"] and right["intro"] == overview
+    strayed = bench.score_story(guide, steps[:-1], RES, tolerance=24.0, intro=overview)
+    assert strayed["plan_valid"] and strayed["follows_plan"] is False
+    items = overview.removeprefix("Overview: ").rstrip(".").split("; ")
+    backwards = "Overview: " + "; ".join(f"({k}) {item.split(') ', 1)[1]}" for k, item in
+                                         enumerate(reversed(items), 1)) + "."
+    wrong = bench.score_story(guide, steps, RES, tolerance=24.0, intro=backwards)
+    assert wrong["plan_valid"] is False and wrong["follows_plan"] is None
+    none = bench.score_story(guide, steps, RES, tolerance=24.0)
+    assert none["plan_valid"] is none["follows_plan"] is None
+    rows = bench.aggregate([right, strayed, wrong, none])
+    assert rows["plan_valid_rate"] == 0.5 and rows["follows_plan_rate"] == 0.5
+    assert bench.aggregate([none])["plan_valid_rate"] is None
+
+
 def test_a_tiny_models_pictures_are_scored_at_its_resolution(bench, tiny_model_dir):
     from hart_vlm import HartVLM
 
@@ -99,6 +119,7 @@ def test_the_sweep_json_has_every_setting_and_rates_in_range(bench, tiny_run):
             assert story["steps_true"] == len(generate_guide(story["index"], "heldout", 0, RES).steps)
             assert story["step_count_match"] == (story["steps_generated"] == story["steps_true"])
             assert isinstance(story["intro"], str)  # the text before "Step 1:" (an overview line), kept
+            assert len(story["parts_added"]) == story["steps_generated"]
         assert row["image_rate"] > 0  # the forced images arrive
     assert {"cpu", "torch", "transformers"} <= set(saved["machine"])
     assert paths["plot"].stat().st_size > 0
@@ -110,9 +131,11 @@ def test_steps_picks_the_step_modes(bench, tiny_model_dir, tmp_path):
     paths = {"json": tmp_path / "bench.json", "plot": tmp_path / "bench.png"}
     bench.main(["--model", str(tiny_model_dir), "--num", "1", "--cfg", "0", "--steps", "free", "--max-new-tokens", "6",
                 "--force-image-after", r"\S\s*$", "--temperature", "0", "--image-top-k", "5", "3",
-                "--repetition-penalty", "1.1", "--json", str(paths["json"]), "--plot", str(paths["plot"])])
+                "--repetition-penalty", "1.1", "--varied-prompts",
+                "--json", str(paths["json"]), "--plot", str(paths["plot"])])
     saved = json.loads(paths["json"].read_text())
-    assert saved["setup"]["step_modes"] == ["free"]
+    assert saved["setup"]["step_modes"] == ["free"] and saved["setup"]["varied_prompts"]
+    assert saved["rows"][0]["per_story"][0]["prompt"] == plan_guide(0, "heldout", 0, varied_prompts=True).prompt
     assert saved["setup"]["sampling"]["temperature"] == 0.0  # greedy text, recorded with the results
     assert saved["setup"]["sampling"]["image_top_k"] == [5, 3]
     assert saved["setup"]["sampling"]["repetition_penalty"] == 1.1

@@ -49,6 +49,16 @@ def test_load_default_gives_a_float32_cpu_model_in_eval_mode(default_model):
     assert default_model.config.image_size == 128 and default_model.processor is not None
 
 
+def test_load_model_reads_an_fp16_folder_as_float32_on_cpu():
+    # the embedded folder stores fp16; HartVLM.from_pretrained alone keeps fp16, which is many
+    # times slower on a CPU (hart-vlm story --model and the evals load through load_model)
+    from hart_vlm.default_model import load_model
+
+    assert {p.dtype for p in hart_vlm.HartVLM.from_pretrained(default_model_path()).parameters()} == {torch.float16}
+    model = load_model(default_model_path(), "cpu")
+    assert not model.training and {p.dtype for p in model.parameters()} == {torch.float32}
+
+
 def test_a_story_has_a_picture_for_every_step(default_model, tmp_path):
     story = default_model.generate_story("How do I assemble a two-shelf white bookcase?", num_steps=2, seed=0)
     assert len(story.steps) == 2

@@ -76,7 +76,8 @@ def test_saved_config_reloads_to_the_same_config(tmp_path):
 @pytest.mark.parametrize("recipe, config_file", [
     ("train_tokenizer", "tokenizer_tiny.yaml"), ("train_tokenizer", "tokenizer_default.yaml"),
     ("train_vlm", "vlm_tiny.yaml"), ("train_vlm", "vlm_default.yaml"), ("train_vlm", "vlm_default_cpu.yaml"),
-    ("train_vlm", "vlm_default_cpu_overview.yaml"), ("finetune_lora", "lora_default.yaml"),
+    ("train_vlm", "vlm_default_cpu_overview.yaml"), ("train_vlm", "vlm_default_cpu_varied.yaml"),
+    ("finetune_lora", "lora_default.yaml"),
 ])
 def test_shipped_yaml_configs_are_valid_for_their_recipe(recipe, config_file, tiny_vlm_dir):
     cls = getattr(load_recipe(recipe), CONFIG_CLASSES[recipe])

@@ -11,6 +11,7 @@ from accelerate.data_loader import BatchSamplerShard, SkipBatchSampler
 from PIL import Image
 
 from hart_vlm import HartVLMConfig, HartVLMProcessor
+from hart_vlm.data.assembly import plan_guide
 from hart_vlm.text_tokenizer import load_text_tokenizer
 from hart_vlm.training.batching import ChatCollator, GroupedBatchSampler
 from hart_vlm.training.data import AssemblyMixture, ChatDataset, read_chat_jsonl
@@ -101,6 +102,23 @@ def test_assembly_mixture_overview_opens_guide_and_text_answers():
             a, b = plain[i][1]["content"][0]["text"], with_overview[i][1]["content"][0]["text"]
             assert not a.startswith("Overview:") and b.startswith("Overview: (1) ") and b.endswith(a)
             assert with_overview.length(i) > plain.length(i)
+
+
+def test_assembly_mixture_varied_prompts_reword_guide_and_text_prompts_only():
+    plain = AssemblyMixture(60, "train", seed=0, resolution=32, image_positions=47)
+    varied = AssemblyMixture(60, "train", seed=0, resolution=32, image_positions=47, varied_prompts=True)
+    tasks = [plain.task(i) for i in range(60)]
+    changed = 0
+    for i, task in enumerate(tasks[:20]):
+        a, b = plain[i], varied[i]
+        if task == "caption":
+            texts = [[[c.get("text") for c in m["content"]] for m in chat] for chat in (a, b)]
+            assert texts[0] == texts[1]
+            continue
+        assert [c.get("text") for c in a[1]["content"]] == [c.get("text") for c in b[1]["content"]]
+        assert b[0]["content"][0]["text"] == plan_guide(i, "train", 0, varied_prompts=True).prompt
+        changed += a[0]["content"][0]["text"] != b[0]["content"][0]["text"]
+    assert changed >= 5
 
 
 def test_batch_stream_is_deterministic_prefix_stable_and_groups_by_length():

@@ -30,13 +30,14 @@ from .guide import (
     render_plan,
 )
 from .kinds import FURNITURE_KINDS, VOCABULARY
-from .parsing import find_mentions, parse_step
+from .parsing import find_mentions, parse_overview, parse_step
 from .render import RenderConfig
 
 __all__ = [
     "FURNITURE_KINDS", "HELDOUT", "MATERIALS", "SIZES", "SPLITS", "VIEWS", "VOCABULARY",
     "AssemblyChecker", "AssemblyGuide", "AssemblyScore", "Box", "CaptionPlan", "Furniture", "GuidePlan",
     "GuideStep", "Part", "RenderConfig", "StepScore", "corpus_texts", "find_mentions", "generate_caption_example",
-    "generate_guide", "iter_guides", "make_renderer", "parse_step", "plan_caption", "plan_guide", "render_plan",
+    "generate_guide", "iter_guides", "make_renderer", "parse_overview", "parse_step", "plan_caption", "plan_guide",
+    "render_plan",
     "to_hf_dataset", "write_jsonl",
 ]

@@ -22,7 +22,7 @@ from .render import Frame, RenderConfig, SceneRenderer, fit_camera
 
 SPLITS: tuple[str, ...] = ("train", "validation", "heldout")
 _SPLIT_CODES = {"train": 0, "validation": 1, "heldout": 2}
-_GUIDE_STREAM, _CAPTION_STREAM = 0, 1
+_GUIDE_STREAM, _CAPTION_STREAM, _PROMPT_STREAM = 0, 1, 2
 
 
 def heldout_combinations() -> frozenset[tuple[str, str, str]]:
@@ -100,10 +100,18 @@ class GuidePlan:
         return lines
 
 
-def plan_guide(index: int, split: str = "train", seed: int = 0) -> GuidePlan:
-    """The text and geometry of guide `index` of `split` (fast: no rendering)."""
-    rng = _rng(index, split, seed, _GUIDE_STREAM)
-    return _plan(rng, index, split, seed)
+def plan_guide(index: int, split: str = "train", seed: int = 0, varied_prompts: bool = False) -> GuidePlan:
+    """The text and geometry of guide `index` of `split` (fast: no rendering).
+
+    With `varied_prompts`, the user prompt is worded as users word requests
+    (phrasing.varied_prompt_text: "How do I assemble a two-shelf white bookcase?", a synonym,
+    no size or no view) from a random stream of its own, so everything else in the guide is
+    the same as without it."""
+    plan = _plan(_rng(index, split, seed, _GUIDE_STREAM), index, split, seed)
+    if varied_prompts:
+        rng = _rng(index, split, seed, _PROMPT_STREAM)
+        plan.prompt = phrasing.varied_prompt_text(plan.furniture, plan.material, plan.size, plan.view, rng)
+    return plan
 
 
 def _plan(rng: np.random.Generator, index: int, split: str, seed: int) -> GuidePlan:
@@ -219,9 +227,10 @@ def render_plan(plan: GuidePlan, resolution: int = 128, config: RenderConfig | N
     return AssemblyGuide(plan, steps, resolution)
 
 
-def generate_guide(index: int, split: str = "train", seed: int = 0, resolution: int = 128) -> AssemblyGuide:
-    """Guide `index` of `split`, rendered at `resolution` pixels."""
-    return render_plan(plan_guide(index, split, seed), resolution)
+def generate_guide(index: int, split: str = "train", seed: int = 0, resolution: int = 128,
+                   varied_prompts: bool = False) -> AssemblyGuide:
+    """Guide `index` of `split`, rendered at `resolution` pixels (`varied_prompts`: plan_guide)."""
+    return render_plan(plan_guide(index, split, seed, varied_prompts), resolution)
 
 
 def iter_guides(num: int, split: str = "train", seed: int = 0, resolution: int = 128,

@@ -91,3 +91,23 @@ def parse_step(kind: str, text: str, part_names: tuple[str, ...], present: set[s
             if name not in target:
                 target.append(name)
     return StepParse(added, repeated, unknown)
+
+
+_OVERVIEW_ITEM = re.compile(r"\(\d+\)\s*([^;]*)")
+
+
+def parse_overview(kind: str, text: str, part_names: tuple[str, ...]) -> list[StepParse] | None:
+    """The plan in the first "Overview: (1) ...; (2) ..." line of `text` (phrasing.overview_text),
+    one StepParse per numbered item, each read like a step after the items before it; None when
+    `text` has no such line."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    line = next((line for line in text.splitlines() if line.lstrip().startswith("Overview:")), None)
+    if line is None:
+        return None
+    items, present = [], set()
+    for item in _OVERVIEW_ITEM.findall(line):
+        parsed = parse_step(kind, item.rstrip(". "), part_names, present)
+        items.append(parsed)
+        present |= set(parsed.added)
+    return items

@@ -91,7 +91,6 @@ HARDWARE: dict[str, tuple[str, ...]] = {
 }
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 COUNTED = ("legs", "front legs", "back legs", "rungs", "slats")
-KIND_NOUNS = {"bed frame": "bed frame", "table": "table"}
 # "{size} {material} {kind}" unless a kind words it differently.
 NOUN_FORMS = {
     ("bed frame", "small"): "single {material} bed frame",
@@ -101,6 +100,9 @@ NOUN_FORMS = {
     ("stool", "medium"): "counter-height {material} stool",
     ("stool", "large"): "{material} bar stool",
 }
+# Other names users give the kinds ("bookshelf" for "bookcase"); only varied_description uses them.
+KIND_SYNONYMS = {"bookcase": ("bookshelf", "shelving unit"), "bed frame": ("bed",), "nightstand": ("bedside table",),
+                 "cabinet": ("cupboard",), "wardrobe": ("closet",), "desk": ("writing desk",)}
 VIEW_WORDS = {"front-left": "front left", "front-right": "front right", "high front-left": "upper left"}
 
 PROMPTS = (
@@ -183,31 +185,76 @@ def overview_text(step_parts: list[list[str]]) -> str:
     return "Overview: " + "; ".join(f"({k}) {join_words(names)}" for k, names in enumerate(step_parts, 1)) + "."
 
 
-def describe(furniture: Furniture, material: str, size: str) -> str:
-    """'small white bookcase with two shelves' (no article)."""
+def _features(furniture: Furniture) -> list[tuple[str, str | None]]:
+    """What a description counts, each as ("two shelves", "two-shelf"): the phrase after "with"
+    and the compound adjective a user may put before the noun instead (None: no such adjective).
+    Desks and nightstands without drawers have none (describe says "without drawers")."""
     p, kind = furniture.params, furniture.kind
-    form = NOUN_FORMS.get((kind, size), "{size} {material} {kind}")
-    noun = form.format(size="medium-sized" if size == "medium" else size, material=material, kind=kind)
-    extras: list[str] = []
+
+    def counted(n: int, singular: str, plural: str) -> tuple[str, str]:
+        return f"{NUMBERS[n]} {singular if n == 1 else plural}", f"{'single' if n == 1 else NUMBERS[n]}-{singular}"
+
     if kind == "bookcase":
-        extras.append(f"{NUMBERS[p['shelves']]} shel{'f' if p['shelves'] == 1 else 'ves'}")
-    elif kind == "table":
-        extras += [f"{NUMBERS[p['legs']]} legs"] if p["legs"] != 4 else []
-        extras += ["a lower shelf"] if p["lower_shelf"] else []
-    elif kind == "chair":
-        extras.append(f"{NUMBERS[p['backrest_slats']]} backrest slat{'s' * (p['backrest_slats'] > 1)}")
-    elif kind == "stool":
-        extras += [f"{NUMBERS[p['legs']]} legs"] + (["a cushion"] if p["cushion"] else [])
-    elif kind == "bed frame":
-        extras.append(f"{NUMBERS[p['slats']]} slats")
-    elif kind in ("cabinet", "wardrobe"):
-        extras.append(f"{NUMBERS[p['doors']]} door{'s' * (p['doors'] > 1)}")
-    elif kind in ("desk", "nightstand"):
-        n = p["drawers"]
-        if n == 0:
-            return noun + " without drawers"
-        extras.append(f"{NUMBERS[n]} drawer{'s' * (n > 1)}")
-    return noun + (" with " + join_words(extras) if extras else "")
+        return [counted(p["shelves"], "shelf", "shelves")]
+    if kind == "table":
+        legs = [(f"{NUMBERS[p['legs']]} legs", f"{NUMBERS[p['legs']]}-legged")] if p["legs"] != 4 else []
+        return legs + ([("a lower shelf", None)] if p["lower_shelf"] else [])
+    if kind == "chair":
+        n = p["backrest_slats"]
+        return [(counted(n, "backrest slat", "backrest slats")[0], f"{'single' if n == 1 else NUMBERS[n]}-slat")]
+    if kind == "stool":
+        return [(f"{NUMBERS[p['legs']]} legs", f"{NUMBERS[p['legs']]}-legged")] + (
+            [("a cushion", None)] if p["cushion"] else [])
+    if kind == "bed frame":
+        return [(f"{NUMBERS[p['slats']]} slats", None)]
+    if kind in ("cabinet", "wardrobe"):
+        return [counted(p["doors"], "door", "doors")]
+    if kind in ("desk", "nightstand") and p["drawers"]:
+        return [counted(p["drawers"], "drawer", "drawers")]
+    return []
+
+
+def _noun(furniture: Furniture, material: str, size: str | None, kind_word: str | None = None,
+          adjectives: str = "") -> str:
+    """'small white bookcase', 'double oak bed frame'; with size None, 'white bookcase'; with
+    adjectives "two-shelf", 'small two-shelf white bookcase'."""
+    kind = furniture.kind
+    form = "{material} {kind}" if size is None else NOUN_FORMS.get((kind, size), "{size} {material} {kind}")
+    if kind_word is not None:
+        form = form.replace(kind, kind_word).replace("{kind}", kind_word)
+    if adjectives:
+        form = form.replace("{material}", adjectives + " {material}")
+    return form.format(size="medium-sized" if size == "medium" else size, material=material, kind=kind)
+
+
+def _with(noun: str, furniture: Furniture, phrases: list[str]) -> str:
+    if furniture.kind in ("desk", "nightstand") and furniture.params["drawers"] == 0:
+        return noun + " without drawers"
+    return noun + (" with " + join_words(phrases) if phrases else "")
+
+
+def describe(furniture: Furniture, material: str, size: str) -> str:
+    """'small white bookcase with two shelves' (no article): the one wording of the held-out
+    prompts, captions and descriptions."""
+    return _with(_noun(furniture, material, size), furniture, [phrase for phrase, _ in _features(furniture)])
+
+
+def varied_description(furniture: Furniture, material: str, size: str, rng: np.random.Generator) -> str:
+    """Another way a user names the same piece: 'two-shelf white bookcase', 'large oak bookshelf
+    with three shelves', ... Count adjectives stand in for "with N ...", the size may be left out
+    and the kind may be a synonym (KIND_SYNONYMS); the material and every count stay, so the
+    request still fixes what is built. One time in four it is `describe`'s wording."""
+    if rng.random() < 0.25:
+        return describe(furniture, material, size)
+    synonyms = KIND_SYNONYMS.get(furniture.kind, ())
+    kind_word = _pick(rng, synonyms) if synonyms and rng.random() < 0.4 else None
+    size_word = size if rng.random() < 0.5 else None
+    features = _features(furniture)
+    compounds = [c for _, c in features if c is not None]
+    if compounds and rng.random() < 0.7:
+        noun = _noun(furniture, material, size_word, kind_word, " ".join(compounds))
+        return _with(noun, furniture, [phrase for phrase, c in features if c is None])
+    return _with(_noun(furniture, material, size_word, kind_word), furniture, [phrase for phrase, _ in features])
 
 
 def part_phrase(furniture: Furniture, names: list[str], rng: np.random.Generator) -> str:
@@ -255,6 +302,17 @@ def step_text(furniture: Furniture, names: list[str], present: set[str], first: 
 def prompt_text(desc: str, view: str, rng: np.random.Generator) -> str:
     """A user request for the whole guide, naming the furniture and the camera view."""
     ask = _pick(rng, PROMPTS).format(a_desc=_article(desc))
+    return f"{ask} {_pick(rng, VIEW_REQUESTS).format(view=VIEW_WORDS[view])}"
+
+
+def varied_prompt_text(furniture: Furniture, material: str, size: str, view: str, rng: np.random.Generator) -> str:
+    """A user request for the whole guide in the many ways users word one: the piece as
+    `varied_description` names it and, three times in four, the camera view (when the request
+    leaves it out, the guide's view is the model's choice)."""
+    desc = varied_description(furniture, material, size, rng)
+    ask = _pick(rng, PROMPTS).format(a_desc=_article(desc))
+    if rng.random() < 0.25:
+        return ask
     return f"{ask} {_pick(rng, VIEW_REQUESTS).format(view=VIEW_WORDS[view])}"
 
 

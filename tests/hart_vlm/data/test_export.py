@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from hart_vlm.cli import main
-from hart_vlm.data.assembly import generate_caption_example, generate_guide, to_hf_dataset, write_jsonl
+from hart_vlm.data.assembly import generate_caption_example, generate_guide, plan_guide, to_hf_dataset, write_jsonl
 
 
 def _files(folder):
@@ -85,3 +85,15 @@ def test_overview_flag_opens_each_guide_answer_with_its_plan(tmp_path):
         assert first == f"{guide.plan.overview}\nStep 1: {guide.steps[0].text}"
     ds = to_hf_dataset(1, "train", seed=0, resolution=32, overview=True, cache_dir=str(tmp_path / "cache"))
     assert ds[0]["messages"][1]["content"][0]["text"] == rows[0]["messages"][1]["content"][0]["text"]
+
+
+def test_varied_prompts_flag_rewords_guide_prompts_and_nothing_else(tmp_path):
+    out = tmp_path / "cli"
+    assert main(["data", "assembly", "--out", str(out), "--num", "3", "--resolution", "32", "--varied-prompts"]) == 0
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    plain = [json.loads(line) for line in write_jsonl(tmp_path / "plain", 3, resolution=32).read_text().splitlines()]
+    for row, base in zip(rows, plain):
+        assert row["messages"][0]["content"][0]["text"] == plan_guide(row["index"], "train", 0, True).prompt
+        assert row["messages"][1] == base["messages"][1] and row["params"] == base["params"]
+    ds = to_hf_dataset(1, "train", seed=0, resolution=32, varied_prompts=True, cache_dir=str(tmp_path / "cache"))
+    assert ds[0]["messages"][0]["content"][0]["text"] == rows[0]["messages"][0]["content"][0]["text"]

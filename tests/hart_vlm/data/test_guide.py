@@ -92,6 +92,36 @@ def test_overview_opens_the_answer_with_one_numbered_item_per_step_and_stays_out
     assert score.order_valid and score.complete and score.step_count_match
 
 
+def test_varied_prompts_change_only_the_prompt_and_keep_every_count_and_the_material():
+    from hart_vlm.data.assembly.phrasing import KIND_SYNONYMS, NUMBERS, VIEW_WORDS, describe
+
+    plain = [plan_guide(i, "train", seed=0) for i in range(300)]
+    varied = [plan_guide(i, "train", seed=0, varied_prompts=True) for i in range(300)]
+    assert [p.prompt for p in varied] == [plan_guide(i, "train", 0, True).prompt for i in range(300)]
+    for a, b in zip(plain, varied):
+        assert (a.step_texts, a.step_parts, a.params) == (b.step_texts, b.step_parts, b.params)
+        assert b.material in b.prompt
+        if b.kind == "bookcase":
+            n = b.furniture.params["shelves"]
+            assert any(w in b.prompt for w in (f"{NUMBERS[n]} shel", f"{NUMBERS[n]}-shelf", "single-shelf"))
+        if b.kind in ("desk", "nightstand") and b.furniture.params["drawers"] == 0:
+            assert "without drawers" in b.prompt
+    prompts = [p.prompt for p in varied]
+    assert sum(a.prompt != b.prompt for a, b in zip(plain, varied)) > 200
+    assert sum(p.description in q for p, q in zip(plain, prompts)) > 30  # describe's wording stays common
+    assert any("-shelf " in q for q in prompts) and any("-door " in q for q in prompts)
+    assert any("-legged " in q for q in prompts) and any("-drawer " in q for q in prompts)
+    assert any(word in q for q in prompts for word in KIND_SYNONYMS["bookcase"])
+    no_view = [not any(f"the {v}" in q for v in VIEW_WORDS.values()) for q in prompts]
+    assert 0.1 < np.mean(no_view) < 0.5
+    bookcases = [q for p, q in zip(varied, prompts) if p.kind == "bookcase"]
+    assert any(not any(s in q for s in ("small", "medium-sized", "large")) for q in bookcases)
+    assert any("two-shelf" in q for q in bookcases)
+    # The held-out prompts the benchmarks use keep their one wording.
+    held = plan_guide(0, "heldout", seed=0)
+    assert describe(held.furniture, held.material, held.size) in held.prompt
+
+
 def test_caption_examples():
     tasks = set()
     for index in range(12):

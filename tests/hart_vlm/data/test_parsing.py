@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hart_vlm.data.assembly import SPLITS, find_mentions, parse_step, plan_guide
+from hart_vlm.data.assembly import SPLITS, find_mentions, parse_overview, parse_step, plan_guide
 from hart_vlm.data.assembly.phrasing import ACTIONS, HARDWARE, PROMPTS
 
 
@@ -72,3 +72,15 @@ def test_phrasing_is_varied():
     starts = {p.split()[0] for p in prompts}
     assert {"How", "Show", "I"} <= starts
     assert np.mean(["?" in p for p in prompts]) > 0.2
+
+
+def test_parse_overview_reads_the_plan_line_item_by_item():
+    plan = plan_guide(4, "train", 0)
+    items = parse_overview(plan.kind, f"Sure.\n{plan.overview}\nStep 1: ...", plan.furniture.part_names)
+    assert [item.added for item in items] == plan.step_parts
+    assert parse_overview(plan.kind, "Step 1: " + plan.step_texts[0], plan.furniture.part_names) is None
+    first = plan.step_parts[0][0]
+    repeated = parse_overview(plan.kind, f"Overview: (1) {first}; (2) {first}.", plan.furniture.part_names)
+    assert repeated[0].added == [first] and repeated[1].repeated == [first] and not repeated[1].valid
+    with pytest.raises(TypeError, match="text"):
+        parse_overview(plan.kind, None, plan.furniture.part_names)
