@@ -191,8 +191,9 @@ def _features(furniture: Furniture) -> list[tuple[str, str | None]]:
     Desks and nightstands without drawers have none (describe says "without drawers")."""
     p, kind = furniture.params, furniture.kind
 
-    def counted(n: int, singular: str, plural: str) -> tuple[str, str]:
-        return f"{NUMBERS[n]} {singular if n == 1 else plural}", f"{'single' if n == 1 else NUMBERS[n]}-{singular}"
+    def counted(n: int, singular: str, plural: str, adjective: str | None = None) -> tuple[str, str]:
+        return (f"{NUMBERS[n]} {singular if n == 1 else plural}",
+                f"{'single' if n == 1 else NUMBERS[n]}-{adjective or singular}")
 
     if kind == "bookcase":
         return [counted(p["shelves"], "shelf", "shelves")]
@@ -200,8 +201,7 @@ def _features(furniture: Furniture) -> list[tuple[str, str | None]]:
         legs = [(f"{NUMBERS[p['legs']]} legs", f"{NUMBERS[p['legs']]}-legged")] if p["legs"] != 4 else []
         return legs + ([("a lower shelf", None)] if p["lower_shelf"] else [])
     if kind == "chair":
-        n = p["backrest_slats"]
-        return [(counted(n, "backrest slat", "backrest slats")[0], f"{'single' if n == 1 else NUMBERS[n]}-slat")]
+        return [counted(p["backrest_slats"], "backrest slat", "backrest slats", "slat")]
     if kind == "stool":
         return [(f"{NUMBERS[p['legs']]} legs", f"{NUMBERS[p['legs']]}-legged")] + (
             [("a cushion", None)] if p["cushion"] else [])

@@ -93,7 +93,7 @@ def test_overview_opens_the_answer_with_one_numbered_item_per_step_and_stays_out
 
 
 def test_varied_prompts_change_only_the_prompt_and_keep_every_count_and_the_material():
-    from hart_vlm.data.assembly.phrasing import KIND_SYNONYMS, NUMBERS, VIEW_WORDS, describe
+    from hart_vlm.data.assembly.phrasing import KIND_SYNONYMS, VIEW_WORDS, _features, describe
 
     plain = [plan_guide(i, "train", seed=0) for i in range(300)]
     varied = [plan_guide(i, "train", seed=0, varied_prompts=True) for i in range(300)]
@@ -101,9 +101,8 @@ def test_varied_prompts_change_only_the_prompt_and_keep_every_count_and_the_mate
     for a, b in zip(plain, varied):
         assert (a.step_texts, a.step_parts, a.params) == (b.step_texts, b.step_parts, b.params)
         assert b.material in b.prompt
-        if b.kind == "bookcase":
-            n = b.furniture.params["shelves"]
-            assert any(w in b.prompt for w in (f"{NUMBERS[n]} shel", f"{NUMBERS[n]}-shelf", "single-shelf"))
+        for phrase, adjective in _features(b.furniture):  # every count, as "with two shelves" or "two-shelf"
+            assert phrase in b.prompt or (adjective is not None and adjective in b.prompt), (phrase, b.prompt)
         if b.kind in ("desk", "nightstand") and b.furniture.params["drawers"] == 0:
             assert "without drawers" in b.prompt
     prompts = [p.prompt for p in varied]
