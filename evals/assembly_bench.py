@@ -5,14 +5,21 @@
     python evals/assembly_bench.py --model PATH --num 20 --cfg 0 2 4.5
     python evals/assembly_bench.py --temperature 0.7 --json F --plot P  # sampled text (default: greedy)
     python evals/assembly_bench.py --varied-prompts     # the same guides, asked for as users word it
+    python evals/assembly_bench.py --decoding free      # only free decoding (default: follow-plan and free)
 
 For held-out guide i (`generate_guide(i, split="heldout", seed, resolution=model's image size)`:
 (kind, material, size) combinations that training never saw), the model writes a story for
 `guide.prompt` with `model.generate_story(prompt, seed=seed + i, ...)` in every setting of the sweep
 (with `--varied-prompts` the prompt is worded as users word requests, `plan_guide(..., varied_prompts=True)`:
 "a two-shelf white bookcase", a synonym, no size or no view; the guides themselves are the same):
+decoding ("follow-plan": generate_story's default step check, hart_vlm.data.assembly.PlanFollower,
+which has a finished step written again, up to `step_retries` times, unless it adds exactly the next
+item of the plan the answer opened with; "free": step_check=None, every step as first sampled) x
 CFG in `--cfg` x residual head on / off (`use_residual`) x the step count left to the model
-("free", num_steps=None) or given ("given", num_steps = the ground truth's). Each story is scored
+("free", num_steps=None) or given ("given", num_steps = the ground truth's). PlanFollower reads the
+steps with the same parser the checker scores with: it holds the steps to the model's own plan (which
+it does not correct), so "valid plan" is the model's alone, and the image metrics are independent of it;
+report the two decodings side by side. Each story is scored
 by `AssemblyChecker().score(guide, [(step.text, step.image) ...], resolution=...)`:
 
   valid-order rate      stories whose every step adds a part, after the parts it requires
@@ -28,6 +35,7 @@ by `AssemblyChecker().score(guide, [(step.text, step.image) ...], resolution=...
                         (n/a when no story has one)
   follows plan          among the stories with a valid plan, those whose steps add exactly its items
                         in its order: a valid plan with unfaithful steps vs. a wrong plan
+  s / story             wall time of generate_story per story (text, pictures and any retried steps)
   consistency           parts already placed stay put: for each pair of consecutive steps k-1, k,
                         the pixels where the implied render of state k-1 shows a part face (a "pure"
                         pixel: one flat face, no edge) that the render of state k still shows
@@ -46,6 +54,7 @@ import datetime
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +65,9 @@ from hart_vlm.scripts import load_script
 
 HERE = Path(__file__).resolve().parent
 STEP_MODES = ("free", "given")
+# generate_story's step_check: "auto" keeps each step to the answer's own plan (PlanFollower, its
+# default); None writes every step as first sampled
+DECODINGS = {"follow-plan": "auto", "free": None}
 RATES = ("valid_order_rate", "complete_rate", "valid_complete_rate", "step_count_accuracy", "valid_step_rate",
          "image_rate")
 IMAGE_METRICS = ("iou", "psnr", "ssim", "consistency")
@@ -161,6 +173,8 @@ def aggregate(stories: list[dict]) -> dict:
         values = [s[metric] for s in stories if s[metric] is not None]
         row[metric] = float(np.mean(values)) if values else None
         row[f"{metric}_stories"] = len(values)
+    seconds = [s["seconds"] for s in stories if s.get("seconds") is not None]
+    row["seconds_per_story"] = float(np.mean(seconds)) if seconds else None
     return row
 
 
@@ -168,25 +182,30 @@ def aggregate(stories: list[dict]) -> dict:
 # 2. the sweep
 # ------------------------------------------------------------------------------------------------
 def run_sweep(model, guides: list, cfgs: list[float], seed: int, tolerance: float, sampling: dict,
-              step_modes: tuple[str, ...] = STEP_MODES) -> list[dict]:
-    """One row per (cfg, residual head on / off, step mode), each with its stories."""
+              step_modes: tuple[str, ...] = STEP_MODES, decodings: tuple[str, ...] = ("free",)) -> list[dict]:
+    """One row per (decoding, cfg, residual head on / off, step mode), each with its stories."""
     from hart_vlm.data.assembly import AssemblyChecker
 
     checker, resolution = AssemblyChecker(), model.config.image_size
     rows = []
-    for cfg in cfgs:
-        for use_residual in (True, False):
-            for mode in step_modes:
-                print(f"[assembly_bench] cfg {cfg}, residual {'on' if use_residual else 'off'}, {mode} steps",
-                      file=sys.stderr, flush=True)
-                stories = []
-                for i, guide in enumerate(guides):
-                    story = model.generate_story(guide.prompt, num_steps=len(guide.steps) if mode == "given" else None,
-                                                 seed=seed + i, cfg=cfg, use_residual=use_residual, **sampling)
-                    steps = [(step.text, step.image) for step in story.steps]
-                    stories.append(score_story(guide, steps, resolution, tolerance, checker, story.intro))
-                rows.append({"cfg": cfg, "use_residual": use_residual, "steps": mode, **aggregate(stories),
-                             "per_story": stories})
+    for decoding in decodings:
+        for cfg in cfgs:
+            for use_residual in (True, False):
+                for mode in step_modes:
+                    print(f"[assembly_bench] {decoding}, cfg {cfg}, residual {'on' if use_residual else 'off'}, "
+                          f"{mode} steps", file=sys.stderr, flush=True)
+                    stories = []
+                    for i, guide in enumerate(guides):
+                        start = time.perf_counter()
+                        story = model.generate_story(
+                            guide.prompt, num_steps=len(guide.steps) if mode == "given" else None, seed=seed + i,
+                            cfg=cfg, use_residual=use_residual, step_check=DECODINGS[decoding], **sampling)
+                        seconds = time.perf_counter() - start
+                        steps = [(step.text, step.image) for step in story.steps]
+                        stories.append({**score_story(guide, steps, resolution, tolerance, checker, story.intro),
+                                        "seconds": seconds})
+                    rows.append({"decoding": decoding, "cfg": cfg, "use_residual": use_residual, "steps": mode,
+                                 **aggregate(stories), "per_story": stories})
     return rows
 
 
@@ -198,14 +217,15 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 def table(result: dict) -> str:
-    lines = ["| CFG | residual head | steps | valid order | complete | valid and complete | step count acc. "
-             "| valid steps | images | valid plan | follows plan | IoU | PSNR (dB) | SSIM | consistency |",
-             "| ---: | --- | --- |" + " ---: |" * 12]
+    lines = ["| decoding | CFG | residual head | steps | valid order | complete | valid and complete | step count acc. "
+             "| valid steps | images | valid plan | follows plan | IoU | PSNR (dB) | SSIM | consistency | s / story |",
+             "| --- | ---: | --- | --- |" + " ---: |" * 13]
     for r in result["rows"]:
-        lines.append(f"| {r['cfg']:g} | {'on' if r['use_residual'] else 'off'} | {r['steps']} | "
+        lines.append(f"| {r.get('decoding', 'free')} | {r['cfg']:g} | {'on' if r['use_residual'] else 'off'} | {r['steps']} | "
                      + " | ".join(_fmt(r[k], 2) for k in RATES) + " | "
                      + f"{_fmt(r.get('plan_valid_rate'), 2)} | {_fmt(r.get('follows_plan_rate'), 2)} | "
-                     + f"{_fmt(r['iou'], 3)} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'], 3)} | {_fmt(r['consistency'], 3)} |")
+                     + f"{_fmt(r['iou'], 3)} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'], 3)} | {_fmt(r['consistency'], 3)} | "
+                     + f"{_fmt(r.get('seconds_per_story'), 2)} |")
     return "\n".join(lines)
 
 
@@ -217,15 +237,17 @@ def save_plot(result: dict, path: Path) -> None:
     fig = Figure(figsize=(3 * len(panels), 3))
     for j, (key, title) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), j + 1)
-        for use_residual in (True, False):
-            for mode in result["setup"]["step_modes"]:
-                if key == "step_count_accuracy" and mode == "given":
-                    continue
-                rows = [r for r in result["rows"] if r["use_residual"] == use_residual and r["steps"] == mode]
-                xs = [r["cfg"] for r in rows if r[key] is not None]
-                ys = [r[key] for r in rows if r[key] is not None]
-                ax.plot(xs, ys, marker="o", linestyle="-" if use_residual else "--",
-                        label=f"residual {'on' if use_residual else 'off'}, {mode} steps")
+        for decoding in result["setup"].get("decodings", ["free"]):
+            for use_residual in (True, False):
+                for mode in result["setup"]["step_modes"]:
+                    if key == "step_count_accuracy" and mode == "given":
+                        continue
+                    rows = [r for r in result["rows"] if r["use_residual"] == use_residual and r["steps"] == mode
+                            and r.get("decoding", "free") == decoding]
+                    xs = [r["cfg"] for r in rows if r[key] is not None]
+                    ys = [r[key] for r in rows if r[key] is not None]
+                    ax.plot(xs, ys, marker="o" if decoding == "free" else "s", linestyle="-" if use_residual else "--",
+                            label=f"{decoding}, residual {'on' if use_residual else 'off'}, {mode} steps")
         ax.set_xlabel("CFG")
         ax.set_title(title, fontsize=9)
         if key != "psnr":
@@ -277,6 +299,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--varied-prompts", action="store_true",
                         help="ask for each held-out guide in one of many user wordings "
                              "(plan_guide(varied_prompts=True))")
+    parser.add_argument("--decoding", nargs="+", choices=tuple(DECODINGS), default=list(DECODINGS), dest="decodings",
+                        help="'follow-plan': generate_story's default step check keeps each step to the answer's own "
+                             "plan (PlanFollower); 'free': every step as first sampled (default: both)")
     parser.add_argument("--force-image-after", default=None,
                         help="regular expression that forces an image (default: generate_story's end-of-step rule)")
     args = parser.parse_args(argv)
@@ -305,14 +330,16 @@ def main(argv: list[str] | None = None) -> dict:
                                   ("temperature", args.temperature), ("top_p", args.top_p),
                                   ("repetition_penalty", args.repetition_penalty), ("image_top_k", args.image_top_k))
                 if v is not None}
-    rows = run_sweep(model, guides, args.cfg, args.seed, args.tolerance, sampling, tuple(args.step_modes))
+    rows = run_sweep(model, guides, args.cfg, args.seed, args.tolerance, sampling, tuple(args.step_modes),
+                     tuple(args.decodings))
     result = {
         "machine": rec._load_speed().machine(device),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": " ".join(["python evals/assembly_bench.py", *(argv if argv is not None else sys.argv[1:])]),
         "source": source,
         "image_size": resolution,
-        "setup": {"num": args.num, "seed": args.seed, "varied_prompts": args.varied_prompts, "cfg": args.cfg,
+        "setup": {"num": args.num, "seed": args.seed, "varied_prompts": args.varied_prompts,
+                  "decodings": list(args.decodings), "cfg": args.cfg,
                   "tolerance": args.tolerance,
                   "sampling": sampling, "step_modes": list(args.step_modes)},
         "metrics": "rates over stories; IoU / PSNR / SSIM / consistency: mean of per-story means over the stories "

@@ -14,6 +14,9 @@ def register(subparsers) -> None:
     story.add_argument("--out", required=True, type=Path, help="folder for index.html, storyboard.png, step_XX.png, story.json")
     _model_arguments(story)
     story.add_argument("--steps", type=int, default=None, help="stop after this many steps (default: as the model writes)")
+    story.add_argument("--no-follow-plan", action="store_true",
+                       help="write every step as first sampled (default: a step that strays from the plan the answer "
+                            "opens with is written again; hart_vlm.data.assembly.PlanFollower)")
     story.set_defaults(func=run_story)
 
     chat = subparsers.add_parser("chat", help="a terminal chat; images are saved and their paths printed")
@@ -71,10 +74,14 @@ def run_story(args) -> int:
             count["images"] += 1
             print(f"  [picture {count['images']}]", flush=True)
 
-    story = model.generate_story(args.prompt, num_steps=args.steps, seed=args.seed, on_event=progress, **_sampling(args))
+    story = model.generate_story(args.prompt, num_steps=args.steps, seed=args.seed, on_event=progress,
+                                 step_check=None if args.no_follow_plan else "auto", **_sampling(args))
     folder = story.save(args.out)
     n = len(story.steps)
     print(f"\n{n} step{'' if n == 1 else 's'} in {time.perf_counter() - start:.1f} s")
+    if story.metadata["step_check"] is not None:
+        print(f"steps kept to the answer's plan by {story.metadata['step_check']} (--no-follow-plan: as first written)",
+              file=sys.stderr)
     print(f"story: {folder / 'index.html'}\nstoryboard: {folder / 'storyboard.png'}")
     return 0
 

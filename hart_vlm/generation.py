@@ -12,13 +12,20 @@ is fed masked padding positions, so every row's cache keeps the same length. Cla
 guidance doubles the rows: row b + B is the unconditional twin of row b; it is fed the same
 inputs, but while an image is drawn its attention mask hides everything before that image's
 `<|image_start|>` (the same view that context dropout gives during training).
+
+A step check (`step_check`, e.g. hart_vlm.data.assembly.PlanFollower) reads every line that is
+about to get its forced image. When it rejects the line, the row takes the line back (its cache
+positions are masked out and its positions reused, as for padding) and samples it again at
+`retry_temperature`, at most `step_retries` times; when every try is rejected the first one is
+fed again and stands. It may also end the answer before the line ("stop"). With a step check the
+text streams one line at a time, so that a rejected line is never shown.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from transformers import DynamicCache
@@ -41,10 +48,30 @@ class _Feed:
     block: torch.Tensor  # (R, q) block ids
 
 
+@dataclass
+class _Line:
+    """Where a row's current line began, so that a rejected line can be taken back."""
+
+    start: int  # index of the line's first token in the row's segment
+    history: int  # length of the row's history then
+    column: int  # cache column of the line's first token
+    pos: torch.Tensor  # position id of that token, for the row and its twin
+    hidden: torch.Tensor  # (D,) the hidden state the line's first token is sampled from
+    tries: int = 0  # rejected tries so far
+    first: list[int] | None = None  # the first try's token ids (greedy when the text is)
+    checked: bool = False  # accepted, or out of tries
+    broken: bool = False  # a retry ended (end of turn, newline, image) before its sentence did
+
+
+STEP_VERDICTS = ("accept", "retry", "stop")
+StepCheck = Callable[[str, str], str]
+
+
 class InterleavedGenerator:
     """Runs one batch of prompts to the end of the assistant turn, yielding stream events."""
 
-    def __init__(self, model, sampling: SamplingConfig, generator: torch.Generator | None = None):
+    def __init__(self, model, sampling: SamplingConfig, generator: torch.Generator | None = None,
+                 step_check: StepCheck | None = None):
         if model.processor is None:
             raise ValueError("the model has no processor attached; load it with from_pretrained/load_default/from_components")
         self.model = model
@@ -61,6 +88,13 @@ class InterleavedGenerator:
         if tokenizer.eos_token_id is not None:
             self.stop_ids.add(tokenizer.eos_token_id)
         self.force_re = re.compile(sampling.force_image_after) if sampling.force_image_after else None
+        if step_check is not None and not callable(step_check):
+            raise TypeError(f"step_check must be callable (text_before, line) -> {STEP_VERDICTS}, got {type(step_check).__name__}")
+        if step_check is not None and self.force_re is None:
+            raise ValueError("step_check needs force_image_after: a line is checked when it matches that pattern "
+                             "(generate_story sets it)")
+        self.step_check = step_check
+        self._newline: dict[int, bool] = {}
         self._next_block = 0
 
     # -- cache bookkeeping --------------------------------------------------------------------
@@ -83,6 +117,80 @@ class InterleavedGenerator:
     def _rows_for(self, rows: torch.Tensor) -> torch.Tensor:
         """Cond rows -> the rows that compute for them (cond and, with CFG, uncond twins)."""
         return torch.cat([rows, rows + self.B]) if self.cfg_on else rows
+
+    # -- lines and step checks ----------------------------------------------------------------
+    def _line_here(self, b: int, segment: list[int], history: list[int], hidden_D: torch.Tensor) -> _Line:
+        """A line that starts at row b's next token."""
+        rows = self._rows_for(torch.tensor([b], device=self.next_pos.device))
+        return _Line(len(segment), len(history), self.mask.shape[1], self.next_pos[rows].clone(), hidden_D.clone())
+
+    def _ends_line(self, token: int) -> bool:
+        if token not in self._newline:
+            self._newline[token] = "\n" in self.tokenizer.decode([token])
+        return self._newline[token]
+
+    def _rewind(self, b: int, line: _Line, history: list[int], segment: list[int]) -> int:
+        """Takes row b back to the start of `line`; returns how many tokens it dropped."""
+        rows = self._rows_for(torch.tensor([b], device=self.next_pos.device))
+        self.mask[rows, line.column:] = 0
+        self.next_pos[rows] = line.pos
+        dropped = len(segment) - line.start
+        del history[line.history:]
+        del segment[line.start:]
+        return dropped
+
+    def _refeed(self, b: int, ids: list[int]) -> torch.Tensor:
+        """Feeds the text `ids` to row b (and its twin) in one pass -> the hidden state (D,) after the last."""
+        rows = self._rows_for(torch.tensor([b], device=self.next_pos.device))
+        R, q = self.mask.shape[0], len(ids)
+        embeds = self.model.embed_ids(torch.tensor([ids], device=self.next_pos.device))  # (1, q, D)
+        full = embeds.new_zeros((R, q, embeds.shape[-1]))
+        full[rows] = embeds
+        real = torch.zeros((R, q), dtype=torch.bool, device=full.device)
+        real[rows] = True
+        block = torch.full((R, q), TEXT_BLOCK, dtype=torch.long, device=full.device)
+        return self._feed(_Feed(full, real, block))[b, -1]
+
+    def _check_lines(self, hidden, history, segment, parts, lines, n_images, done) -> tuple[torch.Tensor, int]:
+        """Runs the step check on every row whose line is about to get its forced image. Returns
+        the (possibly rewound) hidden states and the number of tokens taken back."""
+        s, dropped = self.s, 0
+        for b in range(self.B):
+            line = lines[b]
+            if done[b] or line.checked:
+                continue
+            if line.broken:  # a retry that could not be checked counts as rejected
+                line.broken, verdict = False, "retry"
+            else:
+                if len(segment[b]) <= line.start or (s.max_images is not None and n_images[b] >= s.max_images):
+                    continue
+                if not self.force_re.search(self.tokenizer.decode(segment[b], skip_special_tokens=True)):
+                    continue
+                before = "\n".join(p for p in parts[b] if isinstance(p, str))
+                head = self.tokenizer.decode(segment[b][:line.start], skip_special_tokens=True)
+                before = f"{before}\n{head}" if before and head else before or head
+                verdict = self.step_check(before, self.tokenizer.decode(segment[b][line.start:], skip_special_tokens=True))
+                if verdict not in STEP_VERDICTS:
+                    raise ValueError(f"step_check must return one of {STEP_VERDICTS}, got {verdict!r}")
+            if verdict == "accept" or (verdict == "retry" and s.step_retries == 0):
+                line.checked = True
+                continue
+            if line.first is None:
+                line.first = segment[b][line.start:]
+            hidden = hidden.clone()
+            dropped += self._rewind(b, line, history[b], segment[b])
+            hidden[b, -1] = line.hidden
+            if verdict == "stop":
+                done[b] = True
+            elif line.tries < s.step_retries:
+                line.tries += 1
+            else:  # out of tries: the first one stands
+                hidden[b, -1] = self._refeed(b, line.first)
+                segment[b].extend(line.first)
+                history[b].extend(line.first)
+                dropped -= len(line.first)
+                line.checked = True
+        return hidden, dropped
 
     # -- the loop -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -112,26 +220,41 @@ class InterleavedGenerator:
         parts: list[list] = [[] for _ in range(B)]
         n_images = [0] * B
         done = torch.zeros(B, dtype=torch.bool, device=device)
+        checking = self.step_check is not None
+        lines = [self._line_here(b, segment[b], history[b], hidden[b, -1]) for b in range(B)] if checking else []
         steps = 0
         while not bool(done.all()) and steps < s.max_new_tokens:
+            if checking:
+                hidden, dropped = self._check_lines(hidden, history, segment, parts, lines, n_images, done)
+                steps -= dropped  # taken-back tokens do not count against max_new_tokens
+                if bool(done.all()):
+                    break
             steps += 1
-            token = self._next_text_token(hidden[:B, -1], history, segment, n_images, done)  # (B,)
+            retrying = [checking and lines[b].tries > 0 and not lines[b].checked for b in range(B)]
+            token = self._next_text_token(hidden[:B, -1], history, segment, n_images, done, retrying)  # (B,)
+            skip = torch.zeros_like(done)  # rows fed nothing this pass
             for b in range(B):
                 if done[b]:
                     continue
                 t = int(token[b])
+                if retrying[b] and (t in self.stop_ids or t == self.vocab.image_start_id or self._ends_line(t)):
+                    lines[b].broken = True  # the retry ended before its sentence: taken back next pass
+                    skip[b] = True
+                    continue
                 if t in self.stop_ids:
                     done[b] = True
                     continue
                 if t != self.vocab.image_start_id:
                     history[b].append(t)
                     segment[b].append(t)
-                    text = self.tokenizer.decode(segment[b], skip_special_tokens=True)
+                    # with a step check only finished lines stream: a rejected line is never shown
+                    shown = segment[b][:lines[b].start] if checking else segment[b]
+                    text = self.tokenizer.decode(shown, skip_special_tokens=True)
                     if not text.endswith("\ufffd") and len(text) > len(emitted[b]):
                         delta = text[len(emitted[b]):]
                         emitted[b] = text
                         yield TextDelta(delta, row=b)
-            active = ~done
+            active = ~done & ~skip
             token = torch.where(active, token, torch.full_like(token, self.vocab.pad_id))
             is_image = active & (token == self.vocab.image_start_id)
             ids = token[:, None].repeat(2, 1) if self.cfg_on else token[:, None]
@@ -142,6 +265,10 @@ class InterleavedGenerator:
                 self.mask[twins] = 0
             feed = _Feed(model.embed_ids(ids), real, torch.full_like(ids, TEXT_BLOCK))
             hidden = self._feed(feed)
+            if checking:
+                for b in range(B):
+                    if active[b] and not is_image[b] and self._ends_line(int(token[b])):
+                        lines[b] = self._line_here(b, segment[b], history[b], hidden[b, -1])
             if bool(is_image.any()):
                 rows = is_image.nonzero()[:, 0]
                 for b in rows.tolist():
@@ -157,6 +284,9 @@ class InterleavedGenerator:
                         done[b] = True  # a forced-image story is complete with its last image
                 hidden = hidden.clone()
                 hidden[self._rows_for(rows), -1] = h_end
+                if checking:
+                    for b in rows.tolist():
+                        lines[b] = self._line_here(b, segment[b], history[b], hidden[b, -1])
         for b in range(B):
             yield from self._flush_text(b, segment, emitted, parts)
             yield Done(ChatResponse(parts=parts[b]), row=b)
@@ -174,7 +304,7 @@ class InterleavedGenerator:
         segment[b].clear()
         emitted[b] = ""
 
-    def _next_text_token(self, hidden_BD, history, segment, n_images, done) -> torch.Tensor:
+    def _next_text_token(self, hidden_BD, history, segment, n_images, done, retrying=None) -> torch.Tensor:
         s = self.s
         logits = self.model.text_logits(hidden_BD).float()  # (B, T): text mode never samples image codes
         logits[:, self.banned_text_ids.to(logits.device)] = float("-inf")
@@ -183,6 +313,9 @@ class InterleavedGenerator:
                 logits[b, self.vocab.image_start_id] = float("-inf")
         logits = apply_repetition_penalty(logits, history, s.repetition_penalty)
         token = sample_from_logits(logits, s.temperature, s.top_k, s.top_p, self.generator)
+        for b in range(self.B):
+            if retrying and retrying[b] and not done[b]:  # a line being sampled again after a rejection
+                token[b] = sample_from_logits(logits[b], s.retry_temperature, s.top_k, s.top_p, self.generator)
         if self.force_re is not None:
             for b in range(self.B):
                 allowed = s.max_images is None or n_images[b] < s.max_images

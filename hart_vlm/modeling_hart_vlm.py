@@ -384,7 +384,7 @@ class HartVLM(HartVLMPreTrainedModel):
 
     # -- interleaved generation (hart_vlm/generation.py) --------------------------------------
     def chat(self, messages, stream: bool = False, seed: int | None = None,
-             generator: torch.Generator | None = None, **sampling):
+             generator: torch.Generator | None = None, step_check=None, **sampling):
         """Answers a conversation (or a batch of them) with interleaved text and images.
 
         messages: [{"role": "user", "content": [{"type": "text", "text": ...}, {"type": "image",
@@ -392,7 +392,10 @@ class HartVLM(HartVLMPreTrainedModel):
         fields of :class:`hart_vlm.sampling.SamplingConfig`. Returns a `ChatResponse` (a list of
         them for a batch); with `stream=True`, an iterator of events (`TextDelta`, `ImagePreview`,
         `ImageDone`, `Done`). Randomness comes only from `generator` (or a new one seeded with
-        `seed`), never from the global RNG.
+        `seed`), never from the global RNG. `step_check`, with `force_image_after`, is called as
+        `step_check(text_before, line)` on every line that is about to get its image and returns
+        "accept", "retry" (sample the line again, `step_retries` times at most, at
+        `retry_temperature`) or "stop" (end the answer before it); see hart_vlm/generation.py.
         """
         from .generation import InterleavedGenerator
         from .sampling import SamplingConfig
@@ -412,7 +415,7 @@ class HartVLM(HartVLMPreTrainedModel):
             generator = torch.Generator(device=device)
             generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
         inputs = self.processor(conversations, add_generation_prompt=True, padding_side="left").to(device)
-        runner = InterleavedGenerator(self, config, generator)
+        runner = InterleavedGenerator(self, config, generator, step_check=step_check)
         events = runner.run(inputs["input_ids"], inputs["attention_mask"], inputs.get("pixel_values"))
         if stream:
             return events
@@ -423,14 +426,19 @@ class HartVLM(HartVLMPreTrainedModel):
         return responses if batched else responses[0]
 
     def generate_story(self, prompt: str, num_steps: int | None = None, seed: int | None = None,
-                       generator: torch.Generator | None = None, on_event=None, **sampling):
+                       generator: torch.Generator | None = None, on_event=None, step_check="auto", **sampling):
         """A step-by-step answer with one picture per step -> `Story`.
 
         The image after each step's text is forced (`force_image_after` matches the end of a
         step's sentence) so that every step gets its picture even from a model that rarely emits
         `<|image_start|>` by itself; `num_steps` stops after that many steps. The text is greedy
         unless `temperature` is given (`STORY_TEXT_TEMPERATURE`); the pictures are sampled from
-        `seed`. `on_event`, if given, is called with every stream event (for progress display)."""
+        `seed`. `on_event`, if given, is called with every stream event (for progress display).
+        `step_check` reads each finished step before its picture and may have it written again
+        (see `chat`). The default, "auto", is `hart_vlm.data.assembly.PlanFollower.from_prompt(prompt)`
+        when the prompt names a furniture kind: it keeps step k to item k of the plan the answer
+        opens with ("Overview: (1) ...; (2) ..."), and does nothing to an answer without one.
+        None writes every step as first sampled; any callable is used as given."""
         from .events import Done
         from .story import Story
 
@@ -441,14 +449,22 @@ class HartVLM(HartVLMPreTrainedModel):
         sampling.setdefault("force_image_after", STEP_END_PATTERN)
         sampling.setdefault("temperature", STORY_TEXT_TEMPERATURE)
         sampling.setdefault("max_images", num_steps)
+        if isinstance(step_check, str):
+            if step_check != "auto":
+                raise ValueError(f"step_check must be 'auto', None or a callable (text_before, line) -> verdict, "
+                                 f"got {step_check!r}")
+            from .data.assembly import PlanFollower
+
+            step_check = PlanFollower.from_prompt(prompt) if sampling["force_image_after"] else None
         messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
         response = None
-        for event in self.chat(messages, stream=True, seed=seed, generator=generator, **sampling):
+        for event in self.chat(messages, stream=True, seed=seed, generator=generator, step_check=step_check, **sampling):
             if on_event is not None:
                 on_event(event)
             if isinstance(event, Done):
                 response = event.response
-        return Story.from_parts(prompt, response.parts, metadata={"seed": seed, **sampling})
+        metadata = {"seed": seed, **sampling, "step_check": None if step_check is None else repr(step_check)}
+        return Story.from_parts(prompt, response.parts, metadata=metadata)
 
     # -- saving and loading (the processor travels with the weights) --------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:

@@ -42,11 +42,15 @@ class SamplingConfig:
     force_image_after: str | None = None
     # stream a coarse preview after every n-th scale (0: none; None: every 2nd when streaming)
     preview_every: int | None = None
+    # with a step check (chat / generate_story `step_check=`): how many times a rejected line is
+    # sampled again, and at which text temperature; when every try is rejected the first stands
+    step_retries: int = 6
+    retry_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        for name in ("temperature", "image_temperature", "diffusion_temperature"):
+        for name in ("temperature", "image_temperature", "diffusion_temperature", "retry_temperature"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.top_k < 0:
@@ -64,6 +68,10 @@ class SamplingConfig:
             raise ValueError(f"image_mode must be one of {IMAGE_MODES}, got {self.image_mode!r}")
         if self.preview_every is not None and self.preview_every < 0:
             raise ValueError(f"preview_every must be >= 0 or None, got {self.preview_every}")
+        if self.step_retries < 0:
+            raise ValueError(f"step_retries must be >= 0, got {self.step_retries}")
+        if self.retry_temperature == 0:
+            raise ValueError("retry_temperature must be > 0: a greedy retry repeats the rejected line")
         if self.max_images is not None and self.max_images < 0:
             raise ValueError(f"max_images must be >= 0 or None, got {self.max_images}")
         if len(tuple(self.image_top_k)) != 2 or min(self.image_top_k) < 0:

@@ -104,8 +104,9 @@ def test_the_sweep_json_has_every_setting_and_rates_in_range(bench, tiny_run):
     result, paths = tiny_run
     saved = json.loads(paths["json"].read_text())
     assert saved["image_size"] == RES and saved["setup"]["num"] == 2 and saved["setup"]["cfg"] == [0.0, 2.0]
-    settings = [(r["cfg"], r["use_residual"], r["steps"]) for r in saved["rows"]]
-    assert settings == [(c, u, m) for c in (0.0, 2.0) for u in (True, False) for m in ("free", "given")]
+    settings = [(r["decoding"], r["cfg"], r["use_residual"], r["steps"]) for r in saved["rows"]]
+    assert settings == [(d, c, u, m) for d in ("follow-plan", "free") for c in (0.0, 2.0) for u in (True, False)
+                        for m in ("free", "given")]
     for row in saved["rows"]:
         assert row["stories"] == len(row["per_story"]) == 2
         for key in bench.RATES:
@@ -121,20 +122,23 @@ def test_the_sweep_json_has_every_setting_and_rates_in_range(bench, tiny_run):
             assert isinstance(story["intro"], str)  # the text before "Step 1:" (an overview line), kept
             assert len(story["parts_added"]) == story["steps_generated"]
         assert row["image_rate"] > 0  # the forced images arrive
+        assert row["seconds_per_story"] == pytest.approx(np.mean([s["seconds"] for s in row["per_story"]]))
+        assert all(s["seconds"] > 0 for s in row["per_story"])
     assert {"cpu", "torch", "transformers"} <= set(saved["machine"])
     assert paths["plot"].stat().st_size > 0
     text = paths["md"].read_text()
-    assert text.count("<!-- assembly_bench:") == 1 and "| CFG | residual head |" in text
+    assert text.count("<!-- assembly_bench:") == 1 and "| decoding | CFG | residual head |" in text
 
 
 def test_steps_picks_the_step_modes(bench, tiny_model_dir, tmp_path):
     paths = {"json": tmp_path / "bench.json", "plot": tmp_path / "bench.png"}
     bench.main(["--model", str(tiny_model_dir), "--num", "1", "--cfg", "0", "--steps", "free", "--max-new-tokens", "6",
                 "--force-image-after", r"\S\s*$", "--temperature", "0", "--image-top-k", "5", "3",
-                "--repetition-penalty", "1.1", "--varied-prompts",
+                "--repetition-penalty", "1.1", "--varied-prompts", "--decoding", "free",
                 "--json", str(paths["json"]), "--plot", str(paths["plot"])])
     saved = json.loads(paths["json"].read_text())
     assert saved["setup"]["step_modes"] == ["free"] and saved["setup"]["varied_prompts"]
+    assert saved["setup"]["decodings"] == ["free"] and {r["decoding"] for r in saved["rows"]} == {"free"}
     assert saved["rows"][0]["per_story"][0]["prompt"] == plan_guide(0, "heldout", 0, varied_prompts=True).prompt
     assert saved["setup"]["sampling"]["temperature"] == 0.0  # greedy text, recorded with the results
     assert saved["setup"]["sampling"]["image_top_k"] == [5, 3]

@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 
 import hart_vlm
-from hart_vlm.data.assembly import AssemblyChecker, generate_guide
+from hart_vlm.data.assembly import AssemblyChecker, PlanFollower, generate_guide
 from hart_vlm.default_model import default_model_path, has_default_model
 from tests.evals import load_eval
 
@@ -67,6 +67,22 @@ def test_a_story_has_a_picture_for_every_step(default_model, tmp_path):
         assert step.image is not None and step.image.size == (128, 128)
     story.save(tmp_path)
     assert len(json.loads((tmp_path / "story.json").read_text())["steps"]) == 2
+
+
+def test_the_demo_story_follows_its_own_plan(default_model):
+    """generate_story's default step check keeps each step to the answer's plan: read back with a
+    fresh PlanFollower, every step is the next item of the overview, and the story ends with the plan."""
+    prompt = "How do I assemble a two-shelf white bookcase?"
+    story = default_model.generate_story(prompt, seed=0)
+    follower = PlanFollower.from_prompt(prompt)
+    assert story.metadata["step_check"] == repr(follower) == "PlanFollower('bookcase')"
+    items = follower.plan(story.intro)
+    assert items is not None and len(story.steps) == len(items)
+    before = story.intro
+    for k, step in enumerate(story.steps, 1):
+        line = f"Step {k}: {step.text}"
+        assert follower(before, line) == "accept", line
+        before = f"{before}\n{line}"
 
 
 def test_the_text_of_a_held_out_guide_names_real_parts(default_model):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 from hart_vlm.generation import InterleavedGenerator
 from hart_vlm.sampling import SamplingConfig
@@ -121,6 +122,116 @@ def test_a_story_is_written_greedily_unless_a_temperature_is_given(tiny_model):
     assert hot.metadata["temperature"] == 1.5
 
 
+class _Checks:
+    """A step check that answers from a script and records what it was asked."""
+
+    def __init__(self, verdicts):
+        self.verdicts, self.calls = verdicts, []
+
+    def __call__(self, before: str, line: str) -> str:
+        self.calls.append((before, line))
+        return self.verdicts(len(self.calls)) if callable(self.verdicts) else self.verdicts
+
+
+def _checked_texts(parts) -> list[str]:
+    """The text parts whose last line gets checked: the random model writes many newlines, and an
+    empty line after the last one is not a line to check."""
+    return [t for t in parts if isinstance(t, str) and t.rsplit("\n", 1)[-1].strip()]
+
+
+def _run_checked(model, sampling: SamplingConfig, check, seed: int = 0):
+    inputs = model.processor([QUESTION], add_generation_prompt=True, padding_side="left")
+    runner = InterleavedGenerator(model, sampling, torch.Generator().manual_seed(seed), step_check=check)
+    events = list(runner.run(inputs["input_ids"], inputs["attention_mask"], inputs.get("pixel_values")))
+    return runner, inputs, events
+
+
+def test_a_line_rejected_every_time_is_retried_then_the_first_try_stands(tiny_model):
+    """Each line is sampled 1 + step_retries times; when all are rejected the first (greedy) try is
+    fed again, and the text goes on exactly as without a check: the taken-back positions are
+    invisible to everything after them."""
+    sampling = SamplingConfig(max_new_tokens=40, temperature=0.0, force_image_after=EVERY_FEW_TOKENS, max_images=3,
+                              step_retries=2)
+    plain = collect(_run(tiny_model, sampling)[2])
+    check = _Checks("retry")
+    runner, inputs, events = _run_checked(tiny_model, sampling, check)
+    answer = collect(events)
+    assert answer.text == plain.text and len(answer.images) == 3
+    # a line is what follows the segment's last newline; an empty one (the random model writes
+    # many newlines) is not checked
+    checked = _checked_texts(plain.parts)
+    assert checked and len(check.calls) == len(checked) * (1 + 2)
+    lines = [line for _, line in check.calls]
+    assert all(t.endswith(line.strip()) for t, line in zip(checked, lines[0::3]))  # the first try is greedy
+    assert any(a != b for a, b in zip(lines[0::3], lines[1::3]))  # the retries are sampled
+    # the cache: taken-back positions stay but are masked; position ids were reused
+    grown = runner.next_pos[0].item() - inputs["attention_mask"][0].sum().item()
+    assert grown == len(runner.history[0]) + 3 * tiny_model.layout.num_positions
+    assert runner.mask[0].sum().item() == runner.next_pos[0].item()
+    assert runner.cache.get_seq_length() == runner.mask.shape[1] > runner.next_pos[0].item()
+
+
+def test_a_retry_that_ends_before_its_sentence_is_taken_back(tiny_model, monkeypatch):
+    """A retry that reaches a newline (or the end of the turn, or an image) before its sentence
+    ends cannot be checked: it counts as rejected and is taken back like one."""
+    import hart_vlm.generation as generation
+
+    broken = []
+
+    class Line(generation._Line):
+        def __setattr__(self, name, value):
+            if name == "broken" and value:
+                broken.append(self.tries)
+            super().__setattr__(name, value)
+
+    monkeypatch.setattr(generation, "_Line", Line)
+    # every third token id counts as a line end, so that sampled retries often end early
+    monkeypatch.setattr(generation.InterleavedGenerator, "_ends_line", lambda self, token: token % 3 == 0)
+    sampling = SamplingConfig(max_new_tokens=40, temperature=0.0, force_image_after=EVERY_FEW_TOKENS, max_images=3,
+                              step_retries=4, retry_temperature=5.0, top_k=0, top_p=1.0)
+    plain = collect(_run(tiny_model, sampling)[2])
+    runner, inputs, events = _run_checked(tiny_model, sampling, _Checks("retry"))
+    assert broken and all(tries > 0 for tries in broken)  # only retries break
+    assert collect(events).text == plain.text  # every try rejected: the greedy lines stand
+    assert runner.mask[0].sum().item() == runner.next_pos[0].item()
+
+
+def test_an_accepted_retry_is_kept_and_stop_ends_the_answer(tiny_model):
+    sampling = SamplingConfig(max_new_tokens=60, temperature=0.0, force_image_after=EVERY_FEW_TOKENS, max_images=4,
+                              step_retries=3)
+    check = _Checks(lambda n: "retry" if n == 1 else "accept")  # the first line's greedy try is rejected once
+    answer = collect(_run_checked(tiny_model, sampling, check)[2])
+    first, retry = check.calls[0][1], check.calls[1][1]
+    assert first != retry and _checked_texts(answer.parts)[0].endswith(retry.strip())
+    # the second line's check says the answer is complete: it ends before that line
+    check = _Checks(lambda n: "accept" if n == 1 else "stop")
+    answer = collect(_run_checked(tiny_model, sampling, check)[2])
+    assert len(check.calls) == 2 and len(answer.images) < 4
+    assert len(_checked_texts(answer.parts)) == 1 and _checked_texts(answer.parts)[0].endswith(check.calls[0][1].strip())
+    assert check.calls[1][0].endswith(check.calls[0][1].strip()) and isinstance(answer.parts[-1], Image.Image)
+
+
+def test_with_a_step_check_the_stream_adds_up_and_batches_run(tiny_model):
+    kwargs = dict(max_new_tokens=40, force_image_after=EVERY_FEW_TOKENS, max_images=2, temperature=0.0, step_retries=1)
+    check = _Checks(lambda n: "retry" if n % 2 else "accept")
+    streamed = collect(list(tiny_model.chat(QUESTION, stream=True, seed=3, step_check=check, **kwargs)))
+    answer = tiny_model.chat(QUESTION, seed=3, step_check=_Checks(lambda n: "retry" if n % 2 else "accept"), **kwargs)
+    assert streamed.text == answer.text and len(answer.images) == 2
+    batch = [QUESTION, [{"role": "user", "content": "Show me step by step how to build a desk."}]]
+    answers = tiny_model.chat(batch, seed=0, step_check=_Checks("retry"), **kwargs)
+    assert [len(a.images) for a in answers] == [2, 2]
+    story = tiny_model.generate_story("How do I assemble a stool?", num_steps=1, seed=0, max_new_tokens=30,
+                                      force_image_after=EVERY_FEW_TOKENS, step_check=_Checks("accept"))
+    assert story.metadata["step_check"].startswith("<") and len(story.steps) == 1
+
+
+def test_generate_story_follows_the_plan_of_a_furniture_prompt_by_default(tiny_model):
+    kwargs = dict(num_steps=1, seed=0, max_new_tokens=20, force_image_after=EVERY_FEW_TOKENS)
+    assert tiny_model.generate_story("How do I assemble a stool?", **kwargs).metadata["step_check"] == "PlanFollower('stool')"
+    assert tiny_model.generate_story("How do I bake bread?", **kwargs).metadata["step_check"] is None
+    assert tiny_model.generate_story("How do I assemble a stool?", step_check=None, **kwargs).metadata["step_check"] is None
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
@@ -132,6 +243,13 @@ def test_a_story_is_written_greedily_unless_a_temperature_is_given(tiny_model):
         (lambda m: m.chat(QUESTION, colour="red"), "unknown sampling argument"),
         (lambda m: m.generate_story("", seed=0), "prompt"),
         (lambda m: m.generate_story("How?", num_steps=0), "num_steps"),
+        (lambda m: m.chat(QUESTION, step_check=_Checks("accept")), "step_check needs force_image_after"),
+        (lambda m: m.generate_story("How?", step_check="accept"), "step_check must be 'auto', None or a callable"),
+        (lambda m: m.chat(QUESTION, force_image_after="x", step_check="auto"), "step_check must be callable"),
+        (lambda m: m.generate_story("How?", max_new_tokens=20, force_image_after=EVERY_FEW_TOKENS,
+                                    step_check=_Checks("maybe")), "step_check must return one of"),
+        (lambda m: m.generate_story("How?", step_retries=-1), "step_retries"),
+        (lambda m: m.generate_story("How?", retry_temperature=0.0), "retry_temperature"),
     ],
 )
 def test_bad_arguments_give_clear_errors(tiny_model, call, match):
@@ -146,8 +264,14 @@ def test_story_command_line(tmp_path, tiny_model, capsys):
     code = main(["story", "How do I assemble a stool?", "--out", str(tmp_path / "out"), "--model", str(tmp_path / "model"),
                  "--steps", "1", "--max-new-tokens", "30", "--seed", "1"])
     assert code == 0
-    out = capsys.readouterr().out
-    assert "index.html" in out and (tmp_path / "out" / "storyboard.png").exists()
+    captured = capsys.readouterr()
+    assert "index.html" in captured.out and (tmp_path / "out" / "storyboard.png").exists()
+    assert "PlanFollower('stool')" in captured.err
+    saved = json.loads((tmp_path / "out" / "story.json").read_text())
+    assert saved["metadata"]["step_check"] == "PlanFollower('stool')"
+    main(["story", "How do I assemble a stool?", "--out", str(tmp_path / "free"), "--model", str(tmp_path / "model"),
+          "--steps", "1", "--max-new-tokens", "30", "--no-follow-plan"])
+    assert json.loads((tmp_path / "free" / "story.json").read_text())["metadata"]["step_check"] is None
 
 
 def test_chat_command_line_saves_images_and_prints_their_paths(tmp_path, tiny_model, monkeypatch, capsys):

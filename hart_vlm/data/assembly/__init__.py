@@ -7,7 +7,8 @@
 
 Modules: furniture (parts, precedence, orders), kinds (the furniture kinds and their part
 vocabulary), phrasing (texts), render (the box renderer), guide (guides, splits, captions,
-corpus), parsing (text -> parts), checker (scores), export (datasets / JSONL), cli.
+corpus), parsing (text -> parts), follow (plan-following step check for generation), checker
+(scores), export (datasets / JSONL), cli.
 """
 
 from .checker import AssemblyChecker, AssemblyScore, StepScore
@@ -30,13 +31,15 @@ from .guide import (
     render_plan,
 )
 from .kinds import FURNITURE_KINDS, VOCABULARY
+from .follow import PlanFollower, detect_kind
 from .parsing import find_mentions, parse_overview, parse_step
 from .render import RenderConfig
 
 __all__ = [
     "FURNITURE_KINDS", "HELDOUT", "MATERIALS", "SIZES", "SPLITS", "VIEWS", "VOCABULARY",
     "AssemblyChecker", "AssemblyGuide", "AssemblyScore", "Box", "CaptionPlan", "Furniture", "GuidePlan",
-    "GuideStep", "Part", "RenderConfig", "StepScore", "corpus_texts", "find_mentions", "generate_caption_example",
+    "GuideStep", "Part", "PlanFollower", "RenderConfig", "StepScore", "corpus_texts", "detect_kind", "find_mentions",
+    "generate_caption_example",
     "generate_guide", "iter_guides", "make_renderer", "parse_overview", "parse_step", "plan_caption", "plan_guide",
     "render_plan",
     "to_hf_dataset", "write_jsonl",

@@ -1,0 +1,88 @@
+"""PlanFollower, the step check that keeps generated steps to the answer's own overview."""
+
+from __future__ import annotations
+
+import pytest
+
+from hart_vlm.data.assembly import FURNITURE_KINDS, PlanFollower, detect_kind, plan_guide
+
+TABLE_PLAN = "Overview: (1) legs; (2) long rails and short rails; (3) tabletop."
+
+
+@pytest.mark.parametrize("prompt, kind", [
+    ("How do I assemble a two-shelf white bookcase?", "bookcase"),
+    ("Help me put together a white bookshelf.", "bookcase"),
+    ("my oak bookshelves", "bookcase"),
+    ("a small walnut bedside table", "nightstand"),  # not "table"
+    ("How do I build a single grey bed frame?", "bed frame"),
+    ("a pine bed with nine slats", "bed frame"),
+    ("two closets", "wardrobe"),
+    ("a bar stool", "stool"),
+    ("a sofa", None),
+    ("a table and a chair", None),  # two kinds: no single plan vocabulary
+])
+def test_detect_kind_reads_the_kind_and_its_synonyms(prompt, kind):
+    assert detect_kind(prompt) == kind
+    follower = PlanFollower.from_prompt(prompt)
+    assert (follower is None) if kind is None else follower.kind == kind
+
+
+def test_every_generated_guide_passes_its_own_check():
+    """A data guide (overview + its steps) always follows its plan: the check never rejects the
+    way the training data is written, in every kind and both prompt wordings."""
+    seen = set()
+    for index in range(120):
+        plan = plan_guide(index, split="train", seed=3, varied_prompts=index % 2 == 1)
+        follower = PlanFollower.from_prompt(plan.prompt)
+        assert follower is not None and follower.kind == plan.kind, plan.prompt
+        seen.add(plan.kind)
+        lines = plan.step_lines(overview=True)
+        before = ""
+        for line in lines:
+            head, _, step = line.rpartition("\n")
+            before = f"{before}\n{head}".strip("\n") if head else before
+            assert follower(before, step) == "accept", (before, step)
+            before = f"{before}\n{step}"
+        assert follower(before, "Step 99: Fit the legs.") == "stop"
+    assert seen == set(FURNITURE_KINDS)
+
+
+@pytest.mark.parametrize("before, line, verdict", [
+    (TABLE_PLAN, "Step 1: Lay the legs out on a blanket.", "accept"),
+    (TABLE_PLAN + "\nStep 1: Lay the legs out.", "Step 2: Attach the long rails and the short rails to the legs.", "accept"),
+    (TABLE_PLAN + "\nStep 1: Lay the legs out.", "Step 2: Join the rails to the legs.", "accept"),  # "rails" = both
+    (TABLE_PLAN + "\nStep 1: Lay the legs out.", "Step 2: Attach the long rails to the legs.", "retry"),  # half the item
+    (TABLE_PLAN + "\nStep 1: Lay the legs out.", "Step 2: Rest the tabletop on the legs.", "retry"),  # skips an item
+    (TABLE_PLAN + "\nStep 1: Lay the legs out.", "Step 2: Attach the legs and the rails.", "retry"),  # repeats the legs
+    (TABLE_PLAN + "\nStep 1: Lay the legs out.", "Step 2: Fix the lower shelf and the rails.", "retry"),  # not in the plan
+    (TABLE_PLAN + "\nStep 1: Lay the legs out.\nStep 2: Join the rails to the legs.\nStep 3: Rest the tabletop on them.",
+     "Step 4: Attach the long rails.", "stop"),  # every part of the plan is in place
+    (TABLE_PLAN + "\nStep 1: a\nStep 2: b", "Step 3: Lay the legs out.", "accept"),  # steps that added nothing
+    # a step that stood although it strayed: the plan goes on from what the steps put in place
+    (TABLE_PLAN + "\nStep 1: Lay the legs out.\nStep 2: Rest the tabletop on the legs.",
+     "Step 3: Rest the tabletop on the legs.", "retry"),  # a repeat
+    (TABLE_PLAN + "\nStep 1: Lay the legs out.\nStep 2: Rest the tabletop on the legs.",
+     "Step 3: Join the rails to the legs.", "accept"),
+    (TABLE_PLAN + "\nStep 1: Lay the legs out.\nStep 2: Attach the long rails to the legs.",
+     "Step 3: Attach the short rails to the legs.", "accept"),  # the rest of a half-done item
+    (TABLE_PLAN + "\nStep 1: Lay the legs out.\nStep 2: Attach the long rails to the legs.",
+     "Step 3: Rest the tabletop on the rails.", "retry"),
+    ("", TABLE_PLAN + " Step 1: Lay the legs out.", "accept"),  # the overview on the step's own line
+    ("", TABLE_PLAN + " Step 1: Fit the tabletop.", "retry"),
+    ("Sure, here is how.", "Step 1: Attach the long rails.", "accept"),  # no plan: nothing to follow
+    ("Overview: (1) legs; (2) legs.", "Step 1: Fit the tabletop.", "accept"),  # an unusable plan
+    ("Overview: (1) legs; (2) sofa cushions.", "Step 1: Fit the tabletop.", "accept"),
+    (TABLE_PLAN, "Some text without a step header.", "accept"),
+])
+def test_plan_follower_verdicts(before, line, verdict):
+    assert PlanFollower("table")(before, line) == verdict
+
+
+def test_plan_reads_the_items_and_bad_kinds_are_refused():
+    assert PlanFollower("table").plan(TABLE_PLAN) == [("legs",), ("long rails", "short rails"), ("tabletop",)]
+    assert PlanFollower("table").plan("Step 1: legs") is None
+    assert repr(PlanFollower("desk")) == "PlanFollower('desk')"
+    with pytest.raises(ValueError, match="kind must be one of"):
+        PlanFollower("sofa")
+    with pytest.raises(TypeError, match="prompt must be a str"):
+        detect_kind(None)
