@@ -182,7 +182,7 @@ def aggregate(stories: list[dict]) -> dict:
 # 2. the sweep
 # ------------------------------------------------------------------------------------------------
 def run_sweep(model, guides: list, cfgs: list[float], seed: int, tolerance: float, sampling: dict,
-              step_modes: tuple[str, ...] = STEP_MODES, decodings: tuple[str, ...] = ("free",)) -> list[dict]:
+              step_modes: tuple[str, ...] = STEP_MODES, decodings: tuple[str, ...] = tuple(DECODINGS)) -> list[dict]:
     """One row per (decoding, cfg, residual head on / off, step mode), each with its stories."""
     from hart_vlm.data.assembly import AssemblyChecker
 

@@ -13,8 +13,8 @@ retry was rejected too) is counted as written, and the plan goes on from there.
 
 It only enforces agreement between the model's plan and its steps. The plan itself (which parts,
 in which order) is the model's own and is not corrected. Because it reads texts with the same
-parser that evals/assembly_bench.py scores with, the bench reports it as a separate setting
-(`--follow-plan`) beside free decoding.
+parser that evals/assembly_bench.py scores with, the bench reports it as a separate decoding
+(`--decoding follow-plan`) beside free decoding.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def _kind_pattern() -> tuple[re.Pattern, dict[str, str]]:
     names = {kind: kind for kind in FURNITURE_KINDS}
     for kind, synonyms in KIND_SYNONYMS.items():
         names.update({s: kind for s in synonyms})
+    names["bookshelves"] = "bookcase"  # the one plural that is not the name plus "s" or "es"
     # longest first, so "bedside table" is read before "table" and "bed frame" before "bed"
     phrases = sorted(names, key=len, reverse=True)
     alternatives = "|".join(r"\s+".join(map(re.escape, p.split())) for p in phrases)
@@ -48,12 +49,12 @@ def detect_kind(prompt: str) -> str | None:
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
     pattern, names = _kind_pattern()
-    kinds = {names[" ".join(m.group(1).lower().split())] for m in pattern.finditer(prompt.replace("shelves", "shelf"))}
+    kinds = {names[" ".join(m.group(1).lower().split())] for m in pattern.finditer(prompt)}
     return kinds.pop() if len(kinds) == 1 else None
 
 
 class PlanFollower:
-    """Step check that keeps "Step k" to item k of the answer's "Overview:" line.
+    """Step check that keeps each "Step k: ..." to the next item of the answer's "Overview:" line.
 
     Called as `check(text_before, line)` with the answer's text before the current line and the
     line itself (ending in a complete "Step k: ..." sentence); returns "accept", "retry" (sample

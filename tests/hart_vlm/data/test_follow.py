@@ -13,6 +13,7 @@ TABLE_PLAN = "Overview: (1) legs; (2) long rails and short rails; (3) tabletop."
     ("How do I assemble a two-shelf white bookcase?", "bookcase"),
     ("Help me put together a white bookshelf.", "bookcase"),
     ("my oak bookshelves", "bookcase"),
+    ("TWO OAK BOOKSHELVES", "bookcase"),
     ("a small walnut bedside table", "nightstand"),  # not "table"
     ("How do I build a single grey bed frame?", "bed frame"),
     ("a pine bed with nine slats", "bed frame"),
