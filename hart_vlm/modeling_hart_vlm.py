@@ -436,8 +436,9 @@ class HartVLM(HartVLMPreTrainedModel):
         `seed`. `on_event`, if given, is called with every stream event (for progress display).
         `step_check` reads each finished step before its picture and may have it written again
         (see `chat`). The default, "auto", is `hart_vlm.data.assembly.PlanFollower.from_prompt(prompt)`
-        when the prompt names a furniture kind: it keeps step k to item k of the plan the answer
-        opens with ("Overview: (1) ...; (2) ..."), and does nothing to an answer without one.
+        when the prompt names a furniture kind: it keeps each step to the next unfinished item of the
+        plan the answer opens with ("Overview: (1) ...; (2) ..."), ends the answer when the plan is
+        done, and does nothing to an answer without one.
         None writes every step as first sampled; any callable is used as given."""
         from .events import Done
         from .story import Story
