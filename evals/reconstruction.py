@@ -16,6 +16,12 @@ HART's exact token extraction f_hat + residual == f, so hybrid equals continuous
 large the discrete-only gap is that the residual tokens (and, in generation, the residual diffusion
 head) have to close.
 
+On the assembly renders each decoding also gets the assembly checker's part IoU (the colour
+segmentation that evals/assembly_bench.py scores generated pictures with) against the render itself:
+the most a generated picture decoded by this tokenizer can score there.
+`--baseline PATH` evaluates a second tokenizer (a tokenizer folder, a saved HartVLM folder or
+`default`) on the same images in the same run, e.g. the tokenizer before a decoder-only phase.
+
 Image sets:
   assembly_heldout  `--num` renders of held-out assembly guides (guide i, step i mod its step count)
   photos            the RGB photos bundled in scikit-image's wheel, each as its centre crop and the
@@ -84,6 +90,23 @@ def load_model(parser: argparse.ArgumentParser, path: Path | None, device: torch
     return default_model.load_default(device), "default", True
 
 
+def load_baseline(parser: argparse.ArgumentParser, spec: str, device: torch.device):
+    """(tokenizer in float32 eval mode, its name) for `--baseline`: a tokenizer folder, a saved HartVLM
+    folder or `default`; exits with status 2 when it is none of them."""
+    from hart.tokenizer import HybridTokenizer
+
+    if spec == "default":
+        model, name, _ = load_model(parser, None, device)
+        return model.image_tokenizer.float().eval(), name
+    config = Path(spec) / "config.json"
+    if not config.is_file():
+        parser.error(f"--baseline {spec}: not a tokenizer or HartVLM folder (no config.json) and not `default`")
+    if json.loads(config.read_text()).get("model_type") == "hart_vlm":
+        model, name, _ = load_model(parser, Path(spec), device)
+        return model.image_tokenizer.float().eval(), name
+    return HybridTokenizer.from_pretrained(spec, device).float().eval(), Path(spec).resolve().name
+
+
 def machine_line(machine: dict) -> str:
     return (f"{machine['cpu']}, {machine['logical_cores']} logical cores, torch {machine['torch']} "
             f"({machine['torch_threads']} threads), transformers {machine['transformers']}, device {machine['device']}"
@@ -111,6 +134,22 @@ def assembly_images(num: int, size: int, seed: int) -> torch.Tensor:
         guide = generate_guide(i, split="heldout", seed=seed, resolution=size)
         renders.append(guide.steps[i % len(guide.steps)].image)
     return images_to_tensor(renders, size)
+
+
+def assembly_part_iou(num: int, size: int, seed: int):
+    """score(i, image) -> the mean part IoU of `image` against image i of `assembly_images(num,
+    size, seed)` (None when no part is in place), scored as the assembly checker scores a step."""
+    from hart_vlm.data.assembly import AssemblyChecker, generate_guide
+
+    checker = AssemblyChecker()
+
+    def score(i: int, image: Image.Image) -> float | None:
+        guide = generate_guide(i, split="heldout", seed=seed, resolution=size)
+        j = i % len(guide.steps)
+        steps = [(step.text, None) for step in guide.steps[:j]] + [(guide.steps[j].text, image)]
+        return checker.score(guide, steps).steps[j].iou
+
+    return score
 
 
 def photo_crops(photo_HW3: np.ndarray) -> list[Image.Image]:
@@ -145,11 +184,13 @@ class SetResult:
     ssim: dict[str, torch.Tensor]  # decoding -> (N,)
     hybrid_vs_continuous_max_abs: float  # largest pixel difference between the two, in [0, 1] units
     examples: dict[str, torch.Tensor]  # "original" and every decoding -> (3, H, W) in [0, 1], first image
+    iou: dict[str, torch.Tensor] | None = None  # decoding -> (N,) part IoU (NaN: no part in place), if scored
 
 
 @torch.no_grad()
-def evaluate_set(tokenizer, images_B3HW: torch.Tensor, batch_size: int = 16) -> SetResult:
-    """PSNR / SSIM of the three decodings of every image (RGB in [0, 1], data range 1)."""
+def evaluate_set(tokenizer, images_B3HW: torch.Tensor, batch_size: int = 16, part_iou=None) -> SetResult:
+    """PSNR / SSIM of the three decodings of every image (RGB in [0, 1], data range 1), and
+    `part_iou(i, PIL image)` of each when given (see assembly_part_iou)."""
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
     if images_B3HW.shape[0] == 0:
@@ -157,6 +198,7 @@ def evaluate_set(tokenizer, images_B3HW: torch.Tensor, batch_size: int = 16) -> 
     device = tokenizer.quant_conv.weight.device
     psnr = {d: [] for d in DECODINGS}
     ssim = {d: [] for d in DECODINGS}
+    iou = {d: [] for d in DECODINGS}
     max_abs, examples = 0.0, {}
     for start in range(0, images_B3HW.shape[0], batch_size):
         batch = images_B3HW[start:start + batch_size].to(device)  # (b, 3, H, W) in [-1, 1]
@@ -169,12 +211,18 @@ def evaluate_set(tokenizer, images_B3HW: torch.Tensor, batch_size: int = 16) -> 
             pred = (images.double() + 1) / 2
             psnr[name].append(peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3)).cpu())
             ssim[name].append(structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none").cpu())
+            if part_iou is not None:
+                pixels = (pred * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # (b, H, W, 3)
+                for k, array in enumerate(pixels):
+                    value = part_iou(start + k, Image.fromarray(array))
+                    iou[name].append(float("nan") if value is None else value)
         max_abs = max(max_abs, float((decoded["hybrid"] - decoded["continuous"]).abs().max()) / 2)
         if not examples:
             examples = {"original": target[0].float().cpu(),
                         **{name: ((images[0].float() + 1) / 2).cpu() for name, images in decoded.items()}}
     return SetResult({d: torch.cat(v) for d, v in psnr.items()}, {d: torch.cat(v) for d, v in ssim.items()},
-                     max_abs, examples)
+                     max_abs, examples,
+                     {d: torch.tensor(v, dtype=torch.float64) for d, v in iou.items()} if part_iou is not None else None)
 
 
 def summarize(name: str, result: SetResult) -> dict:
@@ -185,6 +233,11 @@ def summarize(name: str, result: SetResult) -> dict:
         rows.append({"images": name, "decoding": d, "count": int(result.psnr[d].numel()),
                      "psnr": float(result.psnr[d].mean()), "psnr_std": float(result.psnr[d].std(unbiased=False)),
                      "ssim": float(result.ssim[d].mean()), "ssim_std": float(result.ssim[d].std(unbiased=False))})
+        if result.iou is not None:
+            scored = result.iou[d][~result.iou[d].isnan()]
+            rows[-1].update(iou=float(scored.mean()) if scored.numel() else None,
+                            iou_std=float(scored.std(unbiased=False)) if scored.numel() else None,
+                            iou_count=int(scored.numel()))
     by = {r["decoding"]: r for r in rows}
     gap = {}
     for metric in ("psnr", "ssim"):
@@ -196,18 +249,34 @@ def summarize(name: str, result: SetResult) -> dict:
 # ------------------------------------------------------------------------------------------------
 # 4. report: table, plot, RESULTS.md
 # ------------------------------------------------------------------------------------------------
+def evaluated_tokenizers(result: dict) -> list[tuple[str, dict]]:
+    """(source, sets) of every tokenizer of a run: the baseline first when there is one."""
+    runs = [(result["baseline"]["source"] + " (baseline)", result["baseline"]["sets"])] if result.get("baseline") else []
+    return runs + [(result["source"], result["sets"])]
+
+
 def table(result: dict) -> str:
-    lines = ["| images | decoding | n | PSNR (dB) | SSIM |", "| --- | --- | ---: | ---: | ---: |"]
-    for s in result["sets"].values():
-        for r in s["rows"]:
-            lines.append(f"| {r['images']} | {DECODING_LABELS[r['decoding']]} | {r['count']} | "
-                         f"{r['psnr']:.2f} ± {r['psnr_std']:.2f} | {r['ssim']:.4f} ± {r['ssim_std']:.4f} |")
+    lines = ["| tokenizer | images | decoding | n | PSNR (dB) | SSIM | part IoU |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for source, sets in evaluated_tokenizers(result):
+        for s in sets.values():
+            for r in s["rows"]:
+                iou = f"{r['iou']:.3f} ± {r['iou_std']:.3f}" if r.get("iou") is not None else "—"
+                lines.append(f"| {source} | {r['images']} | {DECODING_LABELS[r['decoding']]} | {r['count']} | "
+                             f"{r['psnr']:.2f} ± {r['psnr_std']:.2f} | {r['ssim']:.4f} ± {r['ssim_std']:.4f} | {iou} |")
     return "\n".join(lines)
 
 
 def gap_lines(result: dict) -> list[str]:
     lines = []
-    for name, s in result["sets"].items():
+    for source, sets in evaluated_tokenizers(result):
+        lines += [f"{source}, {line}" for line in _gap_lines(sets)]
+    return lines
+
+
+def _gap_lines(sets: dict) -> list[str]:
+    lines = []
+    for name, s in sets.items():
         by = {r["decoding"]: r for r in s["rows"]}
         gap = s["gap_closed"]["psnr"]
         lines.append(f"{name}: discrete-only {by['discrete']['psnr']:.2f} dB, hybrid {by['hybrid']['psnr']:.2f} dB, "
@@ -251,7 +320,8 @@ def results_section(result: dict, json_path: Path, plot_path: Path, md_path: Pat
     return [f"## Reconstruction: {result['source']} tokenizer", "", f"`{result['command']}`", "",
             f"- machine: {machine_line(result['machine'])}, {result['date']}",
             f"- tokenizer: {result['image_size']} px, scales {t['v_patch_nums']}, codebook {t['vocab_size']}, "
-            f"z {t['z_channels']}; PSNR / SSIM from torchmetrics on RGB in [0, 1], mean ± std over images",
+            f"z {t['z_channels']}; PSNR / SSIM from torchmetrics on RGB in [0, 1], mean ± std over images; part IoU: "
+            "the assembly checker's colour segmentation against the render (the ceiling of a generated picture's)",
             f"- images: {result['image_sets']['assembly_heldout']}; {result['image_sets']['photos']}", "",
             table(result), "", *[f"- {line}" for line in gap_lines(result)], "",
             "With HART's exact token extraction f_hat + residual == latent, so hybrid equals continuous by "
@@ -269,6 +339,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tokenizer", type=Path, default=None, help="a HybridTokenizer folder (instead of --model)")
     parser.add_argument("--num", type=int, default=64, help="images per set (photos: at most 70 crops)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--baseline", default=None,
+                        help="also evaluate this tokenizer on the same images: a tokenizer folder, a saved HartVLM "
+                             "folder or `default` (the embedded model's)")
     args = parser.parse_args(argv)
     if args.num < 1 or args.batch_size < 1:
         parser.error("--num and --batch-size must be >= 1")
@@ -288,9 +361,20 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizer = model.image_tokenizer
     tokenizer = tokenizer.float().eval()
     size = tokenizer.config.image_size
+    baseline = None
+    if args.baseline is not None:
+        baseline, baseline_source = load_baseline(parser, args.baseline, device)
+        if baseline.config.image_size != size:
+            parser.error(f"--baseline {args.baseline}: {baseline.config.image_size} px images, the evaluated "
+                         f"tokenizer's are {size} px")
 
     sets = {"assembly_heldout": assembly_images(args.num, size, args.seed), "photos": photo_images(args.num, size)}
-    evaluated = {name: evaluate_set(tokenizer, images, args.batch_size) for name, images in sets.items()}
+    part_iou = {"assembly_heldout": assembly_part_iou(args.num, size, args.seed), "photos": None}
+
+    def evaluate(tok):
+        return {name: evaluate_set(tok, images, args.batch_size, part_iou[name]) for name, images in sets.items()}
+
+    evaluated = evaluate(tokenizer)
     result = {
         "machine": _load_speed().machine(device),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -304,6 +388,9 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "sets": {name: summarize(name, r) for name, r in evaluated.items()},
     }
+    if baseline is not None:
+        result["baseline"] = {"source": baseline_source, "argument": args.baseline, "tokenizer": baseline.config.to_dict(),
+                              "sets": {name: summarize(name, r) for name, r in evaluate(baseline).items()}}
     json_path = args.json or HERE / "results" / f"reconstruction_{source}.json"
     plot_path = args.plot or HERE / "results" / f"reconstruction_{source}.png"
     print(table(result))

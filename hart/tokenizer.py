@@ -32,6 +32,9 @@ CONFIG_NAME = "config.json"
 # with the main decoder when loading and never decodes with them).
 _IGNORED_OFFICIAL_KEYS = ("quantize.ema_vocab_hit_SV",)
 _DOUBLE_DECODER_PREFIXES = ("decoder2.", "post_quant_conv2.")
+# The decoding side: everything after the latent. The rest (encoder, quant_conv, quantize) decides the
+# codes and the residual of every image.
+DECODER_PREFIXES = ("post_quant_conv.", "decoder.")
 _IMAGE_RANGE_TOLERANCE = 0.05  # allows the overshoot of interpolated images, catches [0, 255] input
 
 
@@ -247,6 +250,37 @@ class HybridTokenizer(nn.Module):
             branch="continuous" if continuous else "discrete",
             reconstructions=reconstructions,
         )
+
+    # ----------------------------------------------------------------- decoder swap
+    @torch.no_grad()
+    def load_decoder_from(self, other: "HybridTokenizer") -> list[str]:
+        """Copies the decoding side (post_quant_conv and decoder) of `other` into this tokenizer.
+
+        `other` must code images exactly as this tokenizer does: same config and bit-identical
+        encoder, quant_conv and quantizer (compared in this tokenizer's dtype), which is what a
+        decoder-only phase (hybrid stage from step 0 with a frozen codebook) leaves. The codes and the
+        residual of every image then stay the same, so an LLM and a residual diffusion head trained on
+        this tokenizer's codes keep working and only the pixels change. Raises ValueError otherwise.
+        Returns the names of the tensors copied.
+        """
+        if not isinstance(other, HybridTokenizer):
+            raise TypeError(f"other must be a HybridTokenizer, got {type(other).__name__}")
+        if other.config.to_dict() != self.config.to_dict():
+            mine, theirs = self.config.to_dict(), other.config.to_dict()
+            diff = [f"{k}: {mine.get(k)!r} vs {theirs.get(k)!r}" for k in sorted(set(mine) | set(theirs))
+                    if mine.get(k) != theirs.get(k)]
+            raise ValueError(f"other has a different tokenizer config ({'; '.join(diff)})")
+        own, new = self.state_dict(), other.state_dict()
+        for name, tensor in own.items():
+            if not name.startswith(DECODER_PREFIXES) and not torch.equal(new[name].to(tensor), tensor):
+                raise ValueError(
+                    f"other codes images differently: its {name} differs from this tokenizer's, so its "
+                    "codes and residuals would not be the ones this model learned; train only the decoder "
+                    "(hybrid_start_step 0 with freeze_codebook_for_hybrid) from this tokenizer")
+        copied = [name for name in own if name.startswith(DECODER_PREFIXES)]
+        for name in copied:
+            own[name].copy_(new[name])
+        return copied
 
     # ----------------------------------------------------------------- save / load
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:

@@ -60,7 +60,7 @@ def test_hybrid_equals_continuous_and_differs_from_discrete_only(tiny_run):
 def test_the_markdown_section_is_replaced_not_repeated(tiny_run):
     reconstruction, result, paths = tiny_run
     text = paths["md"].read_text()
-    assert text.count("<!-- reconstruction:tokenizer -->") == 1 and "| photos | discrete-only | 3 |" in text
+    assert text.count("<!-- reconstruction:tokenizer -->") == 1 and "| tokenizer | photos | discrete-only | 3 |" in text
     reconstruction.write_results_section(paths["md"], "reconstruction:tokenizer", ["again"])
     text = paths["md"].read_text()
     assert text.count("<!-- reconstruction:tokenizer -->") == 1 and "again" in text and "| photos |" not in text
@@ -81,11 +81,26 @@ def test_a_perfect_reconstruction_has_ssim_1_and_infinite_psnr():
         def decode_latent(self, latent):
             return latent
 
-    images = reconstruction.assembly_images(2, 32, seed=0)
-    result = reconstruction.evaluate_set(Identity(), images)
+    images = reconstruction.assembly_images(3, 32, seed=0)
+    result = reconstruction.evaluate_set(Identity(), images, part_iou=reconstruction.assembly_part_iou(3, 32, seed=0))
     for d in reconstruction.DECODINGS:
-        assert torch.allclose(result.ssim[d], torch.ones(2, dtype=result.ssim[d].dtype))
+        assert torch.allclose(result.ssim[d], torch.ones(3, dtype=result.ssim[d].dtype))
         assert torch.isinf(result.psnr[d]).all()
+        # the render itself: every part in place where the checker expects it
+        scored = result.iou[d][~result.iou[d].isnan()]
+        assert scored.numel() >= 2 and torch.allclose(scored, torch.ones_like(scored))
+
+
+def test_part_iou_falls_when_the_picture_loses_its_parts():
+    reconstruction = load_eval("reconstruction")
+    score = reconstruction.assembly_part_iou(3, 32, seed=0)
+    images = reconstruction.assembly_images(3, 32, seed=0)
+    i = 2  # guide 2 at step 2: some parts are in place
+    background = ((images[i] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    background[:] = background[0, 0]  # the corner's background colour everywhere
+    from PIL import Image
+
+    assert score(i, Image.fromarray(background)) == 0.0
 
 
 def test_photo_crops_and_images():
@@ -94,6 +109,41 @@ def test_photo_crops_and_images():
     assert len(crops) == 10 and crops[0].size == (30, 30) and all(c.size == (15, 15) for c in crops[1:])
     images = reconstruction.photo_images(12, 32)
     assert images.shape == (12, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
+
+
+def test_assembly_rows_carry_part_iou_and_photo_rows_do_not(tiny_run):
+    _, result, _ = tiny_run
+    for r in result["sets"]["assembly_heldout"]["rows"]:
+        assert 0 <= r["iou"] <= 1 and r["iou_count"] >= 1
+    assert all("iou" not in r for r in result["sets"]["photos"]["rows"])
+
+
+def test_a_baseline_is_evaluated_on_the_same_images_in_the_same_run(tmp_path):
+    reconstruction = load_eval("reconstruction")
+    torch.manual_seed(0)
+    HybridTokenizer(HybridTokenizerConfig.from_preset("tiny")).save_pretrained(tmp_path / "a")
+    torch.manual_seed(1)
+    HybridTokenizer(HybridTokenizerConfig.from_preset("tiny")).save_pretrained(tmp_path / "b")
+    common = ["--num", "2", "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png"),
+              "--results-md", str(tmp_path / "R.md")]
+    result = reconstruction.main(["--tokenizer", str(tmp_path / "a"), "--baseline", str(tmp_path / "b"), *common])
+    alone = reconstruction.main(["--tokenizer", str(tmp_path / "b"), *common])
+    assert result["baseline"]["source"] == "b" and result["baseline"]["argument"] == str(tmp_path / "b")
+    assert result["baseline"]["sets"] == alone["sets"]  # same images, same numbers as a run of its own
+    assert result["sets"] != alone["sets"]
+    text = (tmp_path / "R.md").read_text()
+    assert "| b | assembly_heldout |" in text  # the last run's section, the baseline's own
+    lines = reconstruction.table(result).splitlines()
+    assert lines[2].startswith("| b (baseline) |") and lines[-1].startswith("| a |")
+
+
+def test_a_bad_baseline_exits_with_status_2(tmp_path, capsys):
+    reconstruction = load_eval("reconstruction")
+    torch.manual_seed(0)
+    HybridTokenizer(HybridTokenizerConfig.from_preset("tiny")).save_pretrained(tmp_path / "a")
+    with pytest.raises(SystemExit) as exit_info:
+        reconstruction.main(["--tokenizer", str(tmp_path / "a"), "--baseline", str(tmp_path / "nowhere"), "--num", "1"])
+    assert exit_info.value.code == 2 and "--baseline" in capsys.readouterr().err
 
 
 def test_a_saved_model_is_read_through_its_tokenizer(tmp_path):
