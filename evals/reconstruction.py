@@ -93,18 +93,13 @@ def load_model(parser: argparse.ArgumentParser, path: Path | None, device: torch
 def load_baseline(parser: argparse.ArgumentParser, spec: str, device: torch.device):
     """(tokenizer in float32 eval mode, its name) for `--baseline`: a tokenizer folder, a saved HartVLM
     folder or `default`; exits with status 2 when it is none of them."""
-    from hart.tokenizer import HybridTokenizer
+    from hart_vlm.default_model import load_image_tokenizer
 
-    if spec == "default":
-        model, name, _ = load_model(parser, None, device)
-        return model.image_tokenizer.float().eval(), name
-    config = Path(spec) / "config.json"
-    if not config.is_file():
-        parser.error(f"--baseline {spec}: not a tokenizer or HartVLM folder (no config.json) and not `default`")
-    if json.loads(config.read_text()).get("model_type") == "hart_vlm":
-        model, name, _ = load_model(parser, Path(spec), device)
-        return model.image_tokenizer.float().eval(), name
-    return HybridTokenizer.from_pretrained(spec, device).float().eval(), Path(spec).resolve().name
+    try:
+        tokenizer = load_image_tokenizer(spec, device)
+    except FileNotFoundError as error:
+        parser.error(f"--baseline {spec}: {error}")
+    return tokenizer.eval(), "default" if spec == "default" else Path(spec).resolve().name
 
 
 def machine_line(machine: dict) -> str:
@@ -142,9 +137,10 @@ def assembly_part_iou(num: int, size: int, seed: int):
     from hart_vlm.data.assembly import AssemblyChecker, generate_guide
 
     checker = AssemblyChecker()
+    guides = [generate_guide(i, split="heldout", seed=seed, resolution=size) for i in range(num)]
 
     def score(i: int, image: Image.Image) -> float | None:
-        guide = generate_guide(i, split="heldout", seed=seed, resolution=size)
+        guide = guides[i]
         j = i % len(guide.steps)
         steps = [(step.text, None) for step in guide.steps[:j]] + [(guide.steps[j].text, image)]
         return checker.score(guide, steps).steps[j].iou

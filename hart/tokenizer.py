@@ -265,8 +265,8 @@ class HybridTokenizer(nn.Module):
         """
         if not isinstance(other, HybridTokenizer):
             raise TypeError(f"other must be a HybridTokenizer, got {type(other).__name__}")
-        if other.config.to_dict() != self.config.to_dict():
-            mine, theirs = self.config.to_dict(), other.config.to_dict()
+        mine, theirs = self.config.to_dict(), other.config.to_dict()
+        if mine != theirs:
             diff = [f"{k}: {mine.get(k)!r} vs {theirs.get(k)!r}" for k in sorted(set(mine) | set(theirs))
                     if mine.get(k) != theirs.get(k)]
             raise ValueError(f"other has a different tokenizer config ({'; '.join(diff)})")

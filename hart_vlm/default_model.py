@@ -62,3 +62,22 @@ def load_default(
             )
     model = HartVLM.from_pretrained(folder, dtype=dtype)
     return model.to(device).eval()
+
+
+def load_image_tokenizer(spec: str | os.PathLike, device: str | torch.device = "cpu"):
+    """A HART tokenizer in float32: `default` (the embedded model's), a saved HartVLM folder (its
+    image tokenizer) or a tokenizer folder (this library's or an official HART one). Raises
+    FileNotFoundError when `spec` is none of them."""
+    import json
+
+    from hart.tokenizer import HybridTokenizer
+
+    if str(spec) == "default":
+        return load_default(device).image_tokenizer.float()
+    config_file = Path(spec) / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{os.fspath(spec)!r} is not `default` and holds no config.json "
+                                "(not a saved HartVLM or tokenizer folder)")
+    if json.loads(config_file.read_text()).get("model_type") == "hart_vlm":
+        return load_model(spec, device).image_tokenizer.float()
+    return HybridTokenizer.from_pretrained(spec, device).float()

@@ -18,20 +18,17 @@ reads), output_dir/checkpoints/, output_dir/metrics.jsonl and output_dir/config.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from accelerate.utils import set_seed
 from torch.utils.data import ConcatDataset
 
 from hart.discriminator import PatchDiscriminator
 from hart.tokenizer import HybridTokenizer
 from hart.tokenizer_config import HybridTokenizerConfig
-from hart_vlm.configuration_hart_vlm import HartVLMConfig
-from hart_vlm.modeling_hart_vlm import HartVLM
+from hart_vlm.default_model import load_image_tokenizer
 from hart_vlm.training.batching import make_loader
 from hart_vlm.training.config import TrainingConfig, option, run_cli, save_config
 from hart_vlm.training.data import load_hf_dataset
@@ -81,23 +78,6 @@ class TokenizerTrainingConfig(TrainingConfig):
             raise ValueError(f"adversarial_weight must be >= 0, got {self.adversarial_weight}")
 
 
-def load_init_tokenizer(spec: str) -> HybridTokenizer:
-    """The tokenizer that `init_from` names, in float32 and trainable: `default` (the embedded
-    default model's), a saved HartVLM folder (its image tokenizer) or a tokenizer folder."""
-    if spec == "default":
-        from hart_vlm import load_default
-
-        tokenizer = load_default().image_tokenizer
-    else:
-        config_file = Path(spec) / "config.json"
-        model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
-        if model_type == HartVLMConfig.model_type:
-            tokenizer = HartVLM.from_pretrained(spec, dtype=torch.float32).image_tokenizer
-        else:
-            tokenizer = HybridTokenizer.from_pretrained(spec)
-    return tokenizer.float().requires_grad_(True)  # a HartVLM keeps its tokenizer frozen
-
-
 def main(cfg: TokenizerTrainingConfig) -> TrainingResult:
     accelerator = make_accelerator(cfg)
     out = Path(cfg.output_dir)
@@ -107,7 +87,7 @@ def main(cfg: TokenizerTrainingConfig) -> TrainingResult:
     # 1. the tokenizer (and discriminator), initialised identically on every process
     set_seed(cfg.seed)
     if cfg.init_from is not None:
-        tokenizer = load_init_tokenizer(cfg.init_from)
+        tokenizer = load_image_tokenizer(cfg.init_from).requires_grad_(True)  # a HartVLM keeps it frozen
     else:
         preset = HybridTokenizerConfig.from_preset(cfg.tokenizer_preset).to_dict() if cfg.tokenizer_preset else {}
         tokenizer = HybridTokenizer(HybridTokenizerConfig.from_dict({**preset, **cfg.tokenizer_overrides}))

@@ -12,7 +12,7 @@ from hart_vlm import HartVLM
 from hart_vlm.default_model import has_default_model
 from tests import load_script
 
-from .conftest import load_recipe, run_recipe
+from .conftest import run_recipe
 from .test_recipes import tokenizer_args
 
 
@@ -102,10 +102,22 @@ def test_load_decoder_from_checks_the_config_and_the_type(decoder_phase):
 
 
 @pytest.mark.skipif(not has_default_model(), reason="the embedded default model is not in this checkout")
-def test_init_from_default_is_the_embedded_models_tokenizer_in_float32_and_trainable():
+def test_a_decoder_phase_from_default_starts_from_the_embedded_models_tokenizer(tmp_path):
     from hart_vlm import load_default
 
-    tokenizer = load_recipe("train_tokenizer").load_init_tokenizer("default")
+    result = run_recipe("train_tokenizer", tokenizer_args(tmp_path) + [
+        "--init-from", "default", "--hybrid-start-step", "0", "--discriminator", "false", "--max-steps", "1",
+        "--eval-assembly-images", "0", "--eval-photo-crops", "0"])
+    trained = result.model.tokenizer
     expected = load_default().image_tokenizer.state_dict()
-    assert all(torch.equal(v, expected[k]) for k, v in tokenizer.state_dict().items())
-    assert all(p.requires_grad and p.dtype == torch.float32 for p in tokenizer.parameters())
+    coding = [k for k in expected if not k.startswith(DECODER_PREFIXES)]
+    assert all(torch.equal(trained.state_dict()[k], expected[k]) for k in coding)  # float32, frozen, unchanged
+    assert not torch.equal(trained.decoder.conv_out.weight, expected["decoder.conv_out.weight"])  # it trained
+    assert all(p.requires_grad and p.dtype == torch.float32 for p in trained.parameters())
+
+
+def test_load_image_tokenizer_names_what_it_accepts(tmp_path):
+    from hart_vlm.default_model import load_image_tokenizer
+
+    with pytest.raises(FileNotFoundError, match="not `default` and holds no config.json"):
+        load_image_tokenizer(tmp_path)
