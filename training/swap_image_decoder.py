@@ -19,11 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 from hart.tokenizer import HybridTokenizer
-from hart_vlm import HartVLM
-from hart_vlm.default_model import load_default
+from hart_vlm.default_model import load_default, load_model
 
 
 def swap_image_decoder(model: str | Path, tokenizer: str | Path, out: str | Path) -> Path:
@@ -31,7 +28,7 @@ def swap_image_decoder(model: str | Path, tokenizer: str | Path, out: str | Path
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"out: {str(out)!r} exists and is not an empty folder; pick a new folder")
-    vlm = load_default() if str(model) == "default" else HartVLM.from_pretrained(str(model), dtype=torch.float32)
+    vlm = load_default() if str(model) == "default" else load_model(model)  # float32 on the CPU
     new = HybridTokenizer.from_pretrained(tokenizer)
     vlm.image_tokenizer.load_decoder_from(new)
     out.parent.mkdir(parents=True, exist_ok=True)
