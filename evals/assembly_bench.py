@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 import time
@@ -296,6 +295,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--image-top-k", type=int, nargs=2, default=None, metavar=("EARLY", "LATE"),
                         help="image-token top-k on the early and the late scales, 0 = off "
                              "(default: SamplingConfig's, HART's (600, 300))")
+    parser.add_argument("--diffusion-cfg", type=float, default=None,
+                        help="guidance of the residual head (default: SamplingConfig's, the same as --cfg)")
+    parser.add_argument("--diffusion-temperature", type=float, default=None,
+                        help="scale of the noise the residual head injects per step, 0 = none "
+                             "(default: SamplingConfig's)")
     parser.add_argument("--varied-prompts", action="store_true",
                         help="ask for each held-out guide in one of many user wordings "
                              "(plan_guide(varied_prompts=True))")
@@ -319,6 +323,9 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
     if args.image_top_k is not None and min(args.image_top_k) < 0:
         parser.error(f"--image-top-k values must be >= 0, got {args.image_top_k}")
+    for flag, value in (("--diffusion-cfg", args.diffusion_cfg), ("--diffusion-temperature", args.diffusion_temperature)):
+        if value is not None and value < 0:
+            parser.error(f"{flag} must be >= 0, got {value}")
     device = torch.device(args.device)
     model, source, is_default = rec.load_model(parser, args.model, device)
 
@@ -328,7 +335,8 @@ def main(argv: list[str] | None = None) -> dict:
     guides = [generate_guide(i, "heldout", args.seed, resolution, args.varied_prompts) for i in range(args.num)]
     sampling = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("force_image_after", args.force_image_after),
                                   ("temperature", args.temperature), ("top_p", args.top_p),
-                                  ("repetition_penalty", args.repetition_penalty), ("image_top_k", args.image_top_k))
+                                  ("repetition_penalty", args.repetition_penalty), ("image_top_k", args.image_top_k),
+                                  ("diffusion_cfg", args.diffusion_cfg), ("diffusion_temperature", args.diffusion_temperature))
                 if v is not None}
     rows = run_sweep(model, guides, args.cfg, args.seed, args.tolerance, sampling, tuple(args.step_modes),
                      tuple(args.decodings))
@@ -346,16 +354,9 @@ def main(argv: list[str] | None = None) -> dict:
                    "with images (see evals/assembly_bench.py)",
         "rows": rows,
     }
-    json_path = args.json or HERE / "results" / f"assembly_bench_{source}.json"
-    plot_path = args.plot or HERE / "results" / f"assembly_bench_{source}.png"
     print(table(result))
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    save_plot(result, plot_path)
-    md_path = args.results_md or (HERE / "RESULTS.md" if is_default else None)
-    if md_path is not None:
-        rec.write_results_section(md_path, f"assembly_bench:{source}", results_section(result, json_path, plot_path, md_path))
-    print(f"wrote {json_path}, {plot_path}" + (f", {md_path}" if md_path else ""))
+    rec.write_outputs(args, "assembly_bench", result, is_default, lambda path: save_plot(result, path),
+                      lambda *paths: results_section(result, *paths))
     return result
 
 

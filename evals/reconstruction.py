@@ -112,6 +112,23 @@ def write_results_section(path: Path, key: str, lines: list[str]) -> None:
     _load_speed().write_results_section(path, key, lines)
 
 
+def write_outputs(args: argparse.Namespace, eval_name: str, result: dict, is_default: bool, save_plot,
+                  results_section) -> None:
+    """Saves an eval's `result` as JSON, its plot (`save_plot(plot_path)`) and its RESULTS.md section
+    (`results_section(json_path, plot_path, md_path)` -> lines) where `add_model_arguments`' flags say,
+    by default evals/results/<eval>_<model>.json / .png and, for the embedded default model, evals/RESULTS.md."""
+    source = result["source"]
+    json_path = args.json or HERE / "results" / f"{eval_name}_{source}.json"
+    plot_path = args.plot or HERE / "results" / f"{eval_name}_{source}.png"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    save_plot(plot_path)
+    md_path = args.results_md or (HERE / "RESULTS.md" if is_default else None)
+    if md_path is not None:
+        write_results_section(md_path, f"{eval_name}:{source}", results_section(json_path, plot_path, md_path))
+    print(f"wrote {json_path}, {plot_path}" + (f", {md_path}" if md_path else ""))
+
+
 def relative(path: Path) -> str:
     return _load_speed()._relative(path)
 
@@ -387,17 +404,11 @@ def main(argv: list[str] | None = None) -> dict:
     if baseline is not None:
         result["baseline"] = {"source": baseline_source, "argument": args.baseline, "tokenizer": baseline.config.to_dict(),
                               "sets": {name: summarize(name, r) for name, r in evaluate(baseline).items()}}
-    json_path = args.json or HERE / "results" / f"reconstruction_{source}.json"
-    plot_path = args.plot or HERE / "results" / f"reconstruction_{source}.png"
     print(table(result))
     print("\n".join(gap_lines(result)))
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    save_plot(result, {name: r.examples for name, r in evaluated.items()}, plot_path)
-    md_path = args.results_md or (HERE / "RESULTS.md" if is_default else None)
-    if md_path is not None:
-        write_results_section(md_path, f"reconstruction:{source}", results_section(result, json_path, plot_path, md_path))
-    print(f"wrote {json_path}, {plot_path}" + (f", {md_path}" if md_path else ""))
+    write_outputs(args, "reconstruction", result, is_default,
+                  lambda path: save_plot(result, {name: r.examples for name, r in evaluated.items()}, path),
+                  lambda *paths: results_section(result, *paths))
     return result
 
 

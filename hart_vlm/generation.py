@@ -194,15 +194,14 @@ class InterleavedGenerator:
 
     # -- the loop -----------------------------------------------------------------------------
     @torch.no_grad()
-    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None) -> Iterator:
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None) -> torch.Tensor:
+        """Starts a fresh cache with the (left-padded) prompts; with CFG the rows B..2B-1 are the
+        unconditional twins of rows 0..B-1. Returns the hidden states at the last position (R, 1, D)."""
         model, s = self.model, self.s
         B = input_ids.shape[0]
         self.B = B
         self.cfg_on = s.cfg > 0 or (s.use_residual and s.head_cfg > 0)
         R = 2 * B if self.cfg_on else B
-        device = input_ids.device
-
-        # prefill (left-padded prompts end together)
         embeds, blocks, _, _ = model.embed_inputs(input_ids, pixel_values)
         self._next_block = int(blocks.max()) + 1 if blocks.numel() else 0
         if self.cfg_on:
@@ -210,8 +209,14 @@ class InterleavedGenerator:
         self.cache = DynamicCache(config=model.backbone.config)
         self.mask = attention_mask.new_zeros((R, 0))
         self.blocks = blocks.new_zeros((R, 0))
-        self.next_pos = torch.zeros(R, dtype=torch.long, device=device)
-        hidden = self._feed(_Feed(embeds, attention_mask.bool(), blocks))[:, -1:]  # (R, 1, D)
+        self.next_pos = torch.zeros(R, dtype=torch.long, device=input_ids.device)
+        return self._feed(_Feed(embeds, attention_mask.bool(), blocks))[:, -1:]
+
+    def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None) -> Iterator:
+        model, s = self.model, self.s
+        hidden = self.prefill(input_ids, attention_mask, pixel_values)  # (R, 1, D)
+        B = self.B
+        device = input_ids.device
 
         history: list[list[int]] = [[] for _ in range(B)]  # generated text ids, for the penalty
         self.history = history

@@ -31,7 +31,10 @@ class SamplingConfig:
     image_top_k_switch: int = 7
     image_top_p: float = 1.0
     diffusion_steps: int = 8
-    diffusion_cfg: float | None = None  # None: the same as `cfg`
+    # Guidance inside the residual head; None: the same as `cfg` (HART guides the head as the scales).
+    # 0 is the default because it measured better on the embedded default model (training/README.md,
+    # "Where the pictures lose"): part IoU 0.511 -> 0.534 on 50 held-out stories (Wilcoxon p = 0.001).
+    diffusion_cfg: float | None = 0.0
     diffusion_temperature: float = 1.0
     use_residual: bool = True  # False: discrete-only decoding (an ablation)
     image_mode: Literal["next_scale", "raster"] = "next_scale"

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from hart_vlm.data.assembly import generate_guide, plan_guide
@@ -19,16 +18,6 @@ RES = 32
 @pytest.fixture(scope="module")
 def bench():
     return load_eval("assembly_bench")
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    from hart_vlm import HartVLM
-
-    folder = tmp_path_factory.mktemp("tiny_model")
-    torch.manual_seed(0)
-    HartVLM.from_preset("tiny").save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +123,8 @@ def test_steps_picks_the_step_modes(bench, tiny_model_dir, tmp_path):
     paths = {"json": tmp_path / "bench.json", "plot": tmp_path / "bench.png"}
     bench.main(["--model", str(tiny_model_dir), "--num", "1", "--cfg", "0", "--steps", "free", "--max-new-tokens", "6",
                 "--force-image-after", r"\S\s*$", "--temperature", "0", "--image-top-k", "5", "3",
-                "--repetition-penalty", "1.1", "--varied-prompts", "--decoding", "free",
+                "--repetition-penalty", "1.1", "--diffusion-cfg", "1", "--diffusion-temperature", "0.5",
+                "--varied-prompts", "--decoding", "free",
                 "--json", str(paths["json"]), "--plot", str(paths["plot"])])
     saved = json.loads(paths["json"].read_text())
     assert saved["setup"]["step_modes"] == ["free"] and saved["setup"]["varied_prompts"]
@@ -143,12 +133,15 @@ def test_steps_picks_the_step_modes(bench, tiny_model_dir, tmp_path):
     assert saved["setup"]["sampling"]["temperature"] == 0.0  # greedy text, recorded with the results
     assert saved["setup"]["sampling"]["image_top_k"] == [5, 3]
     assert saved["setup"]["sampling"]["repetition_penalty"] == 1.1
+    assert saved["setup"]["sampling"]["diffusion_cfg"] == 1.0
+    assert saved["setup"]["sampling"]["diffusion_temperature"] == 0.5
     assert [(r["use_residual"], r["steps"]) for r in saved["rows"]] == [(True, "free"), (False, "free")]
     assert paths["plot"].stat().st_size > 0
 
 
 @pytest.mark.parametrize("flag, values", [("--temperature", ["-1"]), ("--top-p", ["0"]), ("--top-p", ["1.5"]),
-                                          ("--repetition-penalty", ["0"]), ("--image-top-k", ["-1", "100"])])
+                                          ("--repetition-penalty", ["0"]), ("--image-top-k", ["-1", "100"]),
+                                          ("--diffusion-cfg", ["-1"]), ("--diffusion-temperature", ["-0.5"])])
 def test_bad_sampling_flags_are_refused(bench, tiny_model_dir, capsys, flag, values):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--model", str(tiny_model_dir), "--num", "1", flag, *values])
