@@ -55,7 +55,7 @@ def _load_reconstruction():
 def forcing_generator(model, sampling, generator: torch.Generator, forced_scales: list[int]):
     """An InterleavedGenerator whose batch row b copies the true codes of the first
     `forced_scales[b]` scales (set `true_codes` before drawing) and records what it drew."""
-    from hart_vlm.generation import InterleavedGenerator
+    from hart_vlm.generation import TEXT_BLOCK, InterleavedGenerator, _Feed
 
     class ScaleForcingGenerator(InterleavedGenerator):
         def __init__(self):
@@ -85,8 +85,6 @@ def forcing_generator(model, sampling, generator: torch.Generator, forced_scales
             if self.cfg_on:
                 self.mask[n:] = 0  # the unconditional twins see only the picture (as in run())
             ids = torch.full((idx.shape[0], 1), self.vocab.image_start_id, device=input_ids.device)
-            from hart_vlm.generation import TEXT_BLOCK, _Feed
-
             hidden = self._feed(_Feed(model.embed_ids(ids), torch.ones_like(ids, dtype=torch.bool),
                                       torch.full_like(ids, TEXT_BLOCK)))
             rows = torch.arange(n, device=input_ids.device)
