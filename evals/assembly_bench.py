@@ -292,14 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="text nucleus sampling when the temperature is above 0 (default: SamplingConfig's)")
     parser.add_argument("--repetition-penalty", type=float, default=None,
                         help="text repetition penalty (CTRL), > 1 discourages repeats (default: SamplingConfig's, 1)")
-    parser.add_argument("--image-top-k", type=int, nargs=2, default=None, metavar=("EARLY", "LATE"),
-                        help="image-token top-k on the early and the late scales, 0 = off "
-                             "(default: SamplingConfig's, HART's (600, 300))")
-    parser.add_argument("--diffusion-cfg", type=float, default=None,
-                        help="guidance of the residual head (default: SamplingConfig's, the same as --cfg)")
-    parser.add_argument("--diffusion-temperature", type=float, default=None,
-                        help="scale of the noise the residual head injects per step, 0 = none "
-                             "(default: SamplingConfig's)")
+    rec.add_image_sampling_arguments(parser)
     parser.add_argument("--varied-prompts", action="store_true",
                         help="ask for each held-out guide in one of many user wordings "
                              "(plan_guide(varied_prompts=True))")
@@ -321,11 +314,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.repetition_penalty is not None and not args.repetition_penalty > 0:
         parser.error(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
-    if args.image_top_k is not None and min(args.image_top_k) < 0:
-        parser.error(f"--image-top-k values must be >= 0, got {args.image_top_k}")
-    for flag, value in (("--diffusion-cfg", args.diffusion_cfg), ("--diffusion-temperature", args.diffusion_temperature)):
-        if value is not None and value < 0:
-            parser.error(f"{flag} must be >= 0, got {value}")
+    image_sampling = rec.image_sampling(parser, args)
     device = torch.device(args.device)
     model, source, is_default = rec.load_model(parser, args.model, device)
 
@@ -335,9 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
     guides = [generate_guide(i, "heldout", args.seed, resolution, args.varied_prompts) for i in range(args.num)]
     sampling = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("force_image_after", args.force_image_after),
                                   ("temperature", args.temperature), ("top_p", args.top_p),
-                                  ("repetition_penalty", args.repetition_penalty), ("image_top_k", args.image_top_k),
-                                  ("diffusion_cfg", args.diffusion_cfg), ("diffusion_temperature", args.diffusion_temperature))
-                if v is not None}
+                                  ("repetition_penalty", args.repetition_penalty))
+                if v is not None} | image_sampling
     rows = run_sweep(model, guides, args.cfg, args.seed, args.tolerance, sampling, tuple(args.step_modes),
                      tuple(args.decodings))
     result = {

@@ -75,6 +75,30 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "model was evaluated, nowhere otherwise)")
 
 
+def add_image_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """The image-sampling flags the generation evals share (read back with `image_sampling`)."""
+    parser.add_argument("--image-top-k", type=int, nargs=2, default=None, metavar=("EARLY", "LATE"),
+                        help="image-token top-k on the early and the late scales, 0 = off "
+                             "(default: SamplingConfig's, HART's (600, 300))")
+    parser.add_argument("--diffusion-cfg", type=float, default=None,
+                        help="guidance of the residual head (default: SamplingConfig's, 0 = unguided)")
+    parser.add_argument("--diffusion-temperature", type=float, default=None,
+                        help="scale of the noise the residual head injects per step, 0 = none "
+                             "(default: SamplingConfig's)")
+
+
+def image_sampling(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """The SamplingConfig fields set by `add_image_sampling_arguments`' flags; exits with status 2 on a
+    negative value."""
+    if args.image_top_k is not None and min(args.image_top_k) < 0:
+        parser.error(f"--image-top-k values must be >= 0, got {args.image_top_k}")
+    for flag, value in (("--diffusion-cfg", args.diffusion_cfg), ("--diffusion-temperature", args.diffusion_temperature)):
+        if value is not None and value < 0:
+            parser.error(f"{flag} must be >= 0, got {value}")
+    return {k: v for k, v in (("image_top_k", args.image_top_k), ("diffusion_cfg", args.diffusion_cfg),
+                              ("diffusion_temperature", args.diffusion_temperature)) if v is not None}
+
+
 def load_model(parser: argparse.ArgumentParser, path: Path | None, device: torch.device):
     """(model, name, is_default): the model at `path`, else the embedded default model; exits with
     status 2 (argparse's usage error) when there is neither."""

@@ -237,24 +237,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--context", choices=("true", "own"), default="true",
                         help="the earlier steps' pictures in the context: the renders (default) or the model's own, "
                              "drawn with the fewest copied scales in --forced (exposure to its own errors)")
-    parser.add_argument("--image-top-k", type=int, nargs=2, default=None, metavar=("EARLY", "LATE"),
-                        help="image-token top-k on the early and the late scales, 0 = off (default: SamplingConfig's)")
-    parser.add_argument("--diffusion-cfg", type=float, default=None,
-                        help="guidance of the residual head (default: SamplingConfig's, the same as --cfg)")
-    parser.add_argument("--diffusion-temperature", type=float, default=None,
-                        help="scale of the noise the residual head injects per step, 0 = none "
-                             "(default: SamplingConfig's)")
+    rec.add_image_sampling_arguments(parser)
     args = parser.parse_args(argv)
     if args.num < 1:
         parser.error(f"--num must be >= 1, got {args.num}")
-    for flag, value in (("--cfg", args.cfg), ("--diffusion-cfg", args.diffusion_cfg),
-                        ("--diffusion-temperature", args.diffusion_temperature)):
-        if value is not None and value < 0:
-            parser.error(f"{flag} must be >= 0, got {value}")
-    if args.image_top_k is not None and min(args.image_top_k) < 0:
-        parser.error(f"--image-top-k values must be >= 0, got {args.image_top_k}")
-    sampling = {k: v for k, v in (("image_top_k", args.image_top_k), ("diffusion_cfg", args.diffusion_cfg),
-                                  ("diffusion_temperature", args.diffusion_temperature)) if v is not None}
+    if args.cfg < 0:
+        parser.error(f"--cfg must be >= 0, got {args.cfg}")
+    sampling = rec.image_sampling(parser, args)
     device = torch.device(args.device)
     model, source, is_default = rec.load_model(parser, args.model, device)
     K = model.layout.num_scales
