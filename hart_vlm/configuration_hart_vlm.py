@@ -52,6 +52,12 @@ class HartVLMConfig(PreTrainedConfig):
             losses (DESIGN.md §4: CE(text) + λ_img CE(codes) + λ_diff diffusion).
         context_dropout_prob: probability of hiding an image's preceding context during training,
             so that the model also learns the unconditional branch of classifier-free guidance.
+        code_corruption_prob: during training, each target image's codes are tokenized with
+            mistakes: at every scale a code is replaced, with a probability drawn per image from
+            U(0, code_corruption_prob), by one of its `code_corruption_top_k` next-nearest codes,
+            and the later scales' labels correct them (self-correction, Infinity §3.3; see
+            `MultiScaleResidualQuantizer.corrupted_quantize`). Later text and pictures then read a
+            picture with mistakes, as after generation. 0 (the default) turns it off.
     """
 
     model_type = "hart_vlm"
@@ -70,6 +76,8 @@ class HartVLMConfig(PreTrainedConfig):
     image_loss_weight: float = 1.0
     diffusion_loss_weight: float = 1.0
     context_dropout_prob: float = 0.1
+    code_corruption_prob: float = 0.0
+    code_corruption_top_k: int = 8
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -99,6 +107,11 @@ class HartVLMConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.context_dropout_prob < 1.0:
             raise ValueError(f"context_dropout_prob must be in [0, 1), got {self.context_dropout_prob}")
+        if not 0.0 <= self.code_corruption_prob <= 1.0:
+            raise ValueError(f"code_corruption_prob must be in [0, 1], got {self.code_corruption_prob}")
+        if not 1 <= self.code_corruption_top_k < tok.vocab_size:
+            raise ValueError(f"code_corruption_top_k must be in [1, {tok.vocab_size}) (the codebook size), "
+                             f"got {self.code_corruption_top_k}")
         self.layout  # validates the scale schedule
 
     # -- typed views of the nested configs --------------------------------------------------------

@@ -24,7 +24,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.utils import ModelOutput
 
 from hart.diffusion_head import ResidualDiffusionHead
-from hart.tokenizer import HybridTokenizer
+from hart.tokenizer import HybridEncoding, HybridTokenizer
 from hart.tokenizer_config import HybridTokenizerConfig
 
 from .configuration_hart_vlm import HartVLMConfig, special_token_ids
@@ -198,24 +198,37 @@ class HartVLM(HartVLMPreTrainedModel):
         return self.bridge.word_embed(latents_NLZ) + pos_LD
 
     @torch.no_grad()
-    def encode_images(self, pixel_values: torch.Tensor):
+    def encode_images(self, pixel_values: torch.Tensor, corruption: torch.Tensor | None = None,
+                      generator: torch.Generator | None = None):
         """HART codes, residuals and the teacher-forcing inputs of every image position.
 
         Returns (encoding, inputs_NLZ) where inputs_NLZ holds, for the layout's input positions,
         area-resized f_hat after each scale and (with a context block) the full latent.
+        `corruption` (N,), optional: per image, the probability of a mistaken code at every scale
+        (config.code_corruption_prob); the inputs then carry the mistakes and encoding.indices /
+        encoding.residual are the labels that correct them (`corrupted_quantize`).
         The frozen tokenizer runs outside autocast, in its own dtype, so that mixed-precision
         training sees the same codes as inference."""
-        dtype = self.image_tokenizer.quantize.embedding.weight.dtype
+        tok = self.image_tokenizer
+        dtype = tok.quantize.embedding.weight.dtype
         with torch.autocast(device_type=pixel_values.device.type, enabled=False):
-            enc = self.image_tokenizer.encode(pixel_values.to(dtype))
-        parts = list(self.image_tokenizer.scale_inputs(enc.indices))
+            enc = tok.encode(pixel_values.to(dtype))
+            inputs, latent = enc.indices, enc.latent
+            if corruption is not None:
+                bad = tok.quantize.corrupted_quantize(enc.latent, corruption, self.config.code_corruption_top_k, generator)
+                enc = HybridEncoding(indices=bad.labels, residual=bad.residual, latent=enc.latent,
+                                     f_hat=enc.latent - bad.residual)
+                inputs, latent = bad.inputs, bad.latent
+        parts = list(tok.scale_inputs(inputs))
         if self.layout.context_block:
-            parts.append(enc.latent.flatten(2).transpose(1, 2))  # (N, pn_K**2, z)
+            parts.append(latent.flatten(2).transpose(1, 2))  # (N, pn_K**2, z)
         return enc, torch.cat(parts, dim=1)
 
-    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None):
+    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                     corruption: torch.Tensor | None = None, generator: torch.Generator | None = None):
         """input_ids (B, L) with images laid out as the processor writes them, and their pixels
-        (N, 3, H, W) -> (inputs_embeds (B, L, D), block_ids (B, L), starts (N, 2), encoding | None)."""
+        (N, 3, H, W) -> (inputs_embeds (B, L, D), block_ids (B, L), starts (N, 2), encoding | None).
+        `corruption` and `generator`: see `encode_images`."""
         starts = (input_ids == self.vocab.image_start_id).nonzero()  # (N, 2): (sample, position)
         n_images = starts.shape[0]
         n_given = 0 if pixel_values is None else pixel_values.shape[0]
@@ -225,7 +238,7 @@ class HartVLM(HartVLMPreTrainedModel):
         embeds_BLD = self.embed_ids(torch.where(block_ids >= 0, torch.zeros_like(input_ids), input_ids))
         enc = None
         if n_images:
-            enc, inputs_NLZ = self.encode_images(pixel_values)
+            enc, inputs_NLZ = self.encode_images(pixel_values, corruption, generator)
             image_NLD = self.embed_image_inputs(inputs_NLZ.to(embeds_BLD.dtype))
             batch_idx = starts[:, :1].expand(-1, self.layout.num_input_positions)
             pos_idx = starts[:, 1:] + 1 + torch.arange(self.layout.num_input_positions, device=input_ids.device)
@@ -309,13 +322,19 @@ class HartVLM(HartVLMPreTrainedModel):
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
-        # 1. embeddings: text rows, then image input positions scattered in
-        embeds_BLD, block_ids, starts, enc = self.embed_inputs(input_ids, pixel_values)
+        starts = (input_ids == self.vocab.image_start_id).nonzero()  # (N, 2): (sample, position)
         n_images = starts.shape[0]
-
         is_target = torch.zeros(n_images, dtype=torch.bool, device=device)
         if labels is not None and n_images:
             is_target = labels[starts[:, 0], starts[:, 1]] != IGNORE_INDEX
+
+        # 1. embeddings: text rows, then image input positions scattered in; in training, target
+        #    images may be tokenized with mistakes that their later scales learn to correct
+        corruption = None
+        if self.training and self.config.code_corruption_prob > 0 and bool(is_target.any()):
+            strength = torch.rand(n_images, device=device, generator=generator) * self.config.code_corruption_prob
+            corruption = torch.where(is_target, strength, torch.zeros_like(strength))
+        embeds_BLD, block_ids, starts, enc = self.embed_inputs(input_ids, pixel_values, corruption, generator)
 
         # 2. context dropout for classifier-free guidance (DESIGN.md §4): a dropped target image
         #    sees nothing before its own <|image_start|>.

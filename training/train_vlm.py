@@ -54,6 +54,8 @@ class VLMTrainingConfig(TrainingConfig):
     length_grouping: bool = option(True, "batch examples of similar length together")
     group_batches: int = option(16, "batches per length-sorted window")
     max_length: int | None = option(None, "stop at an example longer than this many positions")
+    code_corruption: float | None = option(None, "set the model's code_corruption_prob: target images tokenized "
+                                           "with mistakes their later scales correct (HartVLMConfig); None keeps it")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -67,6 +69,8 @@ class VLMTrainingConfig(TrainingConfig):
             raise ValueError("give either data (JSONL files) or dataset, not both")
         if self.mixture_examples < 1 or self.eval_examples < 0 or self.group_batches < 1:
             raise ValueError("mixture_examples and group_batches must be >= 1, eval_examples >= 0")
+        if self.code_corruption is not None and not 0.0 <= self.code_corruption <= 1.0:
+            raise ValueError(f"code_corruption must be in [0, 1] (or None), got {self.code_corruption}")
 
 
 def build_model(cfg: VLMTrainingConfig) -> HartVLM:
@@ -88,6 +92,8 @@ def build_model(cfg: VLMTrainingConfig) -> HartVLM:
         if tokenizer is not None:
             model.image_tokenizer.load_state_dict(tokenizer.state_dict())
         model.processor = HartVLMProcessor(text_tokenizer, config)
+    if cfg.code_corruption is not None:
+        model.config.code_corruption_prob = cfg.code_corruption
     model.backbone.set_attn_implementation(cfg.attn_implementation)
     model.image_tokenizer.requires_grad_(False)
     # fp32 master weights whatever the checkpoint's dtype; mixed precision is autocast's job

@@ -150,3 +150,54 @@ def test_vq_loss_trains_codebook_and_phi_and_commits_the_latent():
     assert f.grad.abs().sum() > 0  # beta * ||sg(f_hat) - f||^2
     assert not out.residual.requires_grad
     assert np.isfinite(out.vq_loss.item())
+
+
+# --------------------------------------------------------------------------- self-correction
+def test_corrupted_quantize_without_mistakes_is_the_plain_tokenization():
+    q = make_quantizer()
+    f = torch.randn(2, 4, 8, 8)
+    out, bad = q(f), q.corrupted_quantize(f, torch.zeros(2))
+    for plain, label, used in zip(out.indices, bad.labels, bad.inputs):
+        assert torch.equal(plain, label) and torch.equal(plain, used)
+    torch.testing.assert_close(bad.residual, out.residual, atol=1e-6, rtol=0)
+    torch.testing.assert_close(bad.latent, f, atol=1e-6, rtol=0)
+
+
+def test_corrupted_quantize_makes_near_mistakes_and_labels_that_correct_them():
+    q = make_quantizer()
+    f = torch.randn(3, 4, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    bad = q.corrupted_quantize(f, torch.tensor([0.0, 0.5, 1.0]), top_k=3, generator=g)
+    scales = q.config.v_patch_nums
+    # image 0 untouched, image 2 wrong everywhere, image 1 in between
+    wrong = [torch.cat([(l != u)[b] for l, u in zip(bad.labels, bad.inputs)]).float().mean().item() for b in range(3)]
+    assert wrong[0] == 0.0 and wrong[2] == 1.0 and 0.3 < wrong[1] < 0.7
+    # every mistake is one of the top_k next-nearest codes of what that scale had to quantize,
+    # and every label is the nearest code given the mistakes before it (recomputed from scratch)
+    f_rest = f.clone()
+    for k, pn in enumerate(scales):
+        rest = f_rest if pn == 8 else F.adaptive_avg_pool2d(f_rest, pn)
+        d = q.code_distances(rest.permute(0, 2, 3, 1).reshape(-1, 4))
+        ranks = d.argsort(dim=1)
+        label, used = bad.labels[k].flatten(), bad.inputs[k].flatten()
+        assert torch.equal(label, ranks[:, 0])
+        mistaken = used != label
+        rank_of_used = (ranks == used[:, None]).float().argmax(dim=1)
+        assert bool((rank_of_used[mistaken] >= 1).all() and (rank_of_used[mistaken] <= 3).all())
+        f_rest = f_rest - q.contribution(q.code_vectors(bad.inputs[k], pn), k)
+    # the residual completes the labelled last scale; the latent is the picture as drawn
+    last = len(scales) - 1
+    f_hat_used = q.indices_to_f_hat(bad.inputs)
+    f_hat_labelled_last = f_hat_used - q.contribution(q.code_vectors(bad.inputs[last], 8), last) \
+        + q.contribution(q.code_vectors(bad.labels[last], 8), last)
+    torch.testing.assert_close(f_hat_labelled_last + bad.residual, f, atol=1e-5, rtol=0)
+    torch.testing.assert_close(bad.latent, f_hat_used + bad.residual, atol=1e-5, rtol=0)
+
+
+def test_corrupted_quantize_checks_its_arguments():
+    q = make_quantizer()
+    f = torch.randn(2, 4, 8, 8)
+    with pytest.raises(ValueError, match="strength_B must have shape"):
+        q.corrupted_quantize(f, torch.zeros(3))
+    with pytest.raises(ValueError, match="top_k must be in"):
+        q.corrupted_quantize(f, torch.zeros(2), top_k=64)

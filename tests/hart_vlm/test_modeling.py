@@ -227,6 +227,36 @@ def test_context_dropout_hides_the_context_of_a_dropped_image(text_tokenizer):
     assert not torch.allclose(h[0][0, -5:], h[1][0, -5:])
 
 
+def test_code_corruption_feeds_target_images_with_mistakes_in_training_only(text_tokenizer):
+    """code_corruption_prob: a target image's input positions carry mistaken codes and its labels
+    correct them; the user's image is read as it is; eval mode never corrupts."""
+    model = build_tiny(text_tokenizer, context_dropout_prob=0.0, code_corruption_prob=1.0)
+    batch = model.processor([interleaved_conversation(0)])
+    ids, pixels = batch["input_ids"], batch["pixel_values"]
+    clean, _, starts, enc = model.embed_inputs(ids, pixels)
+    bad, _, _, enc_bad = model.embed_inputs(ids, pixels, torch.tensor([0.0, 1.0, 1.0]), torch.Generator().manual_seed(0))
+    span = model.layout.num_input_positions
+    (b0, p0), (b1, p1), _ = starts.tolist()
+    torch.testing.assert_close(bad[b0, p0 + 1 : p0 + 1 + span], clean[b0, p0 + 1 : p0 + 1 + span], rtol=0, atol=1e-6)
+    assert not torch.allclose(bad[b1, p1 + 1 : p1 + 1 + span], clean[b1, p1 + 1 : p1 + 1 + span])
+    assert all(torch.equal(c[0], d[0]) for c, d in zip(enc.indices, enc_bad.indices))  # the user's image: same labels
+    assert any(not torch.equal(c[1:], d[1:]) for c, d in zip(enc.indices, enc_bad.indices))  # later labels correct
+    with pytest.raises(ValueError, match="code_corruption_prob must be in"):
+        build_tiny(text_tokenizer, code_corruption_prob=1.5)
+    with pytest.raises(ValueError, match="code_corruption_top_k must be in"):
+        build_tiny(text_tokenizer, code_corruption_top_k=0)
+
+    def image_loss(train: bool) -> float:
+        model.train(train)
+        with torch.no_grad():
+            return model(**batch, generator=torch.Generator().manual_seed(0)).image_loss.item()
+
+    evaluated = image_loss(False)
+    assert image_loss(True) != evaluated  # training draws mistakes
+    model.config.code_corruption_prob = 0.0
+    assert image_loss(True) == pytest.approx(evaluated, abs=1e-6)  # off: training sees the clean codes
+
+
 def test_without_context_block(text_tokenizer):
     model = build_tiny(text_tokenizer, image_context_block=False)
     assert model.layout.num_input_positions == sum(p * p for p in model.layout.v_patch_nums[1:])

@@ -73,11 +73,16 @@ def test_saved_config_reloads_to_the_same_config(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]  # no temporary file left
 
 
+RECIPE_OF_PREFIX = {"tokenizer_": "train_tokenizer", "vlm_": "train_vlm", "lora_": "finetune_lora"}
+SHIPPED_CONFIGS = sorted(p.name for p in CONFIGS.glob("*.yaml"))
+
+
+def test_every_shipped_config_belongs_to_a_recipe():
+    assert SHIPPED_CONFIGS and all(any(n.startswith(p) for p in RECIPE_OF_PREFIX) for n in SHIPPED_CONFIGS)
+
+
 @pytest.mark.parametrize("recipe, config_file", [
-    ("train_tokenizer", "tokenizer_tiny.yaml"), ("train_tokenizer", "tokenizer_default.yaml"),
-    ("train_vlm", "vlm_tiny.yaml"), ("train_vlm", "vlm_default.yaml"), ("train_vlm", "vlm_default_cpu.yaml"),
-    ("train_vlm", "vlm_default_cpu_overview.yaml"), ("train_vlm", "vlm_default_cpu_varied.yaml"),
-    ("finetune_lora", "lora_default.yaml"),
+    (recipe, name) for name in SHIPPED_CONFIGS for prefix, recipe in RECIPE_OF_PREFIX.items() if name.startswith(prefix)
 ])
 def test_shipped_yaml_configs_are_valid_for_their_recipe(recipe, config_file, tiny_vlm_dir):
     cls = getattr(load_recipe(recipe), CONFIG_CLASSES[recipe])

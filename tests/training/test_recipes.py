@@ -4,6 +4,7 @@ outputs, bad data rows."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -74,6 +75,15 @@ def test_train_vlm_three_steps_logs_three_losses_and_saves_a_loadable_model(tmp_
     fresh = recipe.build_model(recipe.VLMTrainingConfig(model_preset="tiny"))
     for k, v in fresh.image_tokenizer.state_dict().items():
         assert torch.equal(v, loaded.image_tokenizer.state_dict()[k])
+
+
+def test_train_vlm_code_corruption_sets_the_models_probability(tmp_path, tiny_vlm_dir):
+    run_recipe("train_vlm", ["--init-from", str(tiny_vlm_dir), "--output-dir", str(tmp_path), "--max-steps", "2",
+                             "--batch-size", "2", "--mixture-examples", "8", "--eval-every", "0", "--code-corruption", "0.3"])
+    assert HartVLM.from_pretrained(tmp_path / "model").config.code_corruption_prob == 0.3
+    assert all(math.isfinite(m["loss"]) for m in metrics(tmp_path) if m["split"] == "train")
+    with pytest.raises(ValueError, match="code_corruption must be in"):
+        load_recipe("train_vlm").VLMTrainingConfig(code_corruption=2.0)
 
 
 @pytest.mark.parametrize("recipe", ["train_tokenizer", "train_vlm", "finetune_lora"])
