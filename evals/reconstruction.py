@@ -85,6 +85,8 @@ def add_image_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diffusion-temperature", type=float, default=None,
                         help="scale of the noise the residual head injects per step, 0 = none "
                              "(default: SamplingConfig's)")
+    parser.add_argument("--image-candidates", type=int, default=None,
+                        help="pictures drawn per image, the most likely kept (default: SamplingConfig's, 1)")
 
 
 def image_sampling(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
@@ -95,8 +97,11 @@ def image_sampling(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     for flag, value in (("--diffusion-cfg", args.diffusion_cfg), ("--diffusion-temperature", args.diffusion_temperature)):
         if value is not None and value < 0:
             parser.error(f"{flag} must be >= 0, got {value}")
+    if args.image_candidates is not None and args.image_candidates < 1:
+        parser.error(f"--image-candidates must be >= 1, got {args.image_candidates}")
     return {k: v for k, v in (("image_top_k", args.image_top_k), ("diffusion_cfg", args.diffusion_cfg),
-                              ("diffusion_temperature", args.diffusion_temperature)) if v is not None}
+                              ("diffusion_temperature", args.diffusion_temperature),
+                              ("image_candidates", args.image_candidates)) if v is not None}
 
 
 def load_model(parser: argparse.ArgumentParser, path: Path | None, device: torch.device):

@@ -32,6 +32,8 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=None, help="text sampling temperature, 0 = greedy (default: 0 for story, 0.7 for chat)")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--image-candidates", type=int, default=None,
+                        help="pictures drawn per image, the most likely kept (default: 1)")
     parser.add_argument("--discrete-only", action="store_true", help="decode without the residual diffusion head")
     parser.add_argument("--max-images", type=int, default=None, help="at most this many images per answer")
     parser.add_argument("--force-image-after", default=None, metavar="REGEX",
@@ -50,7 +52,7 @@ def _load(args):
 
 def _sampling(args) -> dict:
     out = {}
-    for name in ("cfg", "temperature", "max_new_tokens", "max_images", "force_image_after"):
+    for name in ("cfg", "temperature", "max_new_tokens", "max_images", "force_image_after", "image_candidates"):
         value = getattr(args, name)
         if value is not None:
             out[name] = value

@@ -63,6 +63,17 @@ class _Line:
     broken: bool = False  # a retry ended (end of turn, newline, image) before its sentence did
 
 
+@dataclass
+class _Draft:
+    """One candidate picture's codes before the residual head (see `_draw_images`)."""
+
+    codes: torch.Tensor  # (n, pn_K²) the last scale's codes
+    f_hat: torch.Tensor  # (n, z, pn_K, pn_K) the sum of every scale's codes
+    h: torch.Tensor  # (n or 2n, pn_K², D) hidden states on the last scale's positions
+    score: torch.Tensor  # (n,) log-likelihood of the codes (summed over scales) when it is needed
+    previews: list  # [(scale index, f_hat after it (n, z, pn_K, pn_K))]
+
+
 STEP_VERDICTS = ("accept", "retry", "stop")
 StepCheck = Callable[[str, str], str]
 
@@ -212,6 +223,7 @@ class InterleavedGenerator:
         self.next_pos = torch.zeros(R, dtype=torch.long, device=input_ids.device)
         return self._feed(_Feed(embeds, attention_mask.bool(), blocks))[:, -1:]
 
+    @torch.no_grad()  # on a generator function it holds around every step of the iteration
     def run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None) -> Iterator:
         model, s = self.model, self.s
         hidden = self.prefill(input_ids, attention_mask, pixel_values)  # (R, 1, D)
@@ -333,27 +345,36 @@ class InterleavedGenerator:
     # -- image mode ---------------------------------------------------------------------------
     def _draw_images(self, rows: torch.Tensor, h_start: torch.Tensor):
         """Draws one image for each cond row in `rows` (n,), given the hidden states at their
-        <|image_start|> (n or 2n, D). Returns (preview events, PIL images, hidden at <|image_end|>)."""
+        <|image_start|> (n or 2n, D). Returns (preview events, PIL images, hidden at <|image_end|>).
+
+        With `image_candidates` N > 1 every row draws N candidate code pyramids from the same
+        context, each on cache positions that the others cannot see, and keeps the one its model
+        finds most likely (`_Draft.score`); the others' positions are dropped from the cache."""
         if self.s.image_mode == "raster":
             return self._draw_raster(rows, h_start)
         model, s, layout, tok = self.model, self.s, self.layout, self.tok
-        n = rows.shape[0]
-        K = layout.num_scales
+        n, K = rows.shape[0], layout.num_scales
         compute_rows = self._rows_for(rows)
-        f_hat = tok.init_f_hat(n, device=h_start.device, dtype=h_start.dtype)
-        h = h_start[:, None]  # (n or 2n, 1, D)
+        start_col, start_pos = self.mask.shape[1], self.next_pos.clone()
+        drafts = []
+        for c in range(s.image_candidates):
+            if c:  # the next candidate starts from the same context and sees no earlier one
+                self.mask[compute_rows, start_col:] = 0
+                self.next_pos = start_pos.clone()
+            drafts.append(self._draw_codes(rows, compute_rows, h_start))
+        best = torch.zeros(n, dtype=torch.long, device=rows.device)
+        if len(drafts) > 1:
+            best = torch.stack([d.score for d in drafts]).argmax(0)  # (n,)
+            self._keep_candidate(compute_rows, best.repeat(compute_rows.shape[0] // n), start_col, len(drafts))
+        pick = torch.arange(n, device=rows.device)
+        f_hat = torch.stack([d.f_hat for d in drafts])[best, pick]
+        codes = torch.stack([d.codes for d in drafts])[best, pick]
+        h = torch.stack([d.h for d in drafts])[best.repeat(compute_rows.shape[0] // n), torch.arange(compute_rows.shape[0])]
         events = []
-        for k in range(K):
-            codes = self._sample_codes(h, k)  # (n, pn_k²)
-            f_hat, next_in = tok.next_scale_step(f_hat, k, codes)
-            if s.preview_every and (k + 1) % s.preview_every == 0 and k < K - 1:
-                preview = tok.decode_latent(f_hat)
-                for i, b in enumerate(rows.tolist()):
-                    events.append(ImagePreview(tensor_to_pil(preview[i]), scale_index=k, num_scales=K, row=b))
-            if k == K - 1:
-                break
-            embeds = model.embed_image_inputs(next_in.to(h.dtype), positions=layout.input_block(k + 1))
-            h = self._feed_rows(compute_rows, embeds)
+        for k, _ in drafts[0].previews:
+            preview = tok.decode_latent(torch.stack([dict(d.previews)[k] for d in drafts])[best, pick])
+            for i, b in enumerate(rows.tolist()):
+                events.append(ImagePreview(tensor_to_pil(preview[i]), scale_index=k, num_scales=K, row=b))
         latent = f_hat
         if s.use_residual:
             latent = f_hat + self._sample_residual(h, codes)
@@ -370,6 +391,44 @@ class InterleavedGenerator:
             twins = rows + self.B
             self.mask[twins] = self.mask[rows]  # back to mirroring the cond row
         return events, pil, h_end
+
+    def _keep_candidate(self, compute_rows: torch.Tensor, keep: torch.Tensor, start: int, count: int) -> None:
+        """Drops every candidate's cache positions but the kept one's: the cache holds `count`
+        equal spans from column `start` on, and row compute_rows[i] keeps span keep[i] (the
+        other rows keep the first: padding, like all of theirs)."""
+        R, total = self.mask.shape
+        span = (total - start) // count
+        first = torch.full((R,), start, dtype=torch.long, device=self.mask.device)
+        first[compute_rows] = start + keep * span
+        cols = torch.cat([torch.arange(start, device=first.device).expand(R, start),
+                          first[:, None] + torch.arange(span, device=first.device)], dim=1)  # (R, start + span)
+        for layer in self.cache.layers:
+            idx = cols[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[-1])
+            layer.keys, layer.values = layer.keys.gather(2, idx), layer.values.gather(2, idx)
+        self.mask, self.blocks = self.mask.gather(1, cols), self.blocks.gather(1, cols)
+        self.mask[compute_rows, start:] = 1  # the kept span was hidden while later candidates drew
+
+    def _draw_codes(self, rows: torch.Tensor, compute_rows: torch.Tensor, h_start: torch.Tensor) -> "_Draft":
+        """Next-scale prediction of one code pyramid per cond row (HART §3), one forward pass per scale."""
+        model, s, layout, tok = self.model, self.s, self.layout, self.tok
+        n, K = rows.shape[0], layout.num_scales
+        f_hat = tok.init_f_hat(n, device=h_start.device, dtype=h_start.dtype)
+        h = h_start[:, None]  # (n or 2n, 1, D)
+        score = torch.zeros(n, device=h_start.device)
+        previews = []
+        for k in range(K):
+            codes = self._sample_codes(h, k)  # (n, pn_k²)
+            if s.image_candidates > 1:  # log p(codes | everything before), the model's own, unguided
+                logp = model.image_logits(h[:n]).float().log_softmax(-1)
+                score += logp.gather(-1, codes[..., None]).squeeze(-1).sum(-1)
+            f_hat, next_in = tok.next_scale_step(f_hat, k, codes)
+            if s.preview_every and (k + 1) % s.preview_every == 0 and k < K - 1:
+                previews.append((k, f_hat))  # decoded once the kept candidate is known
+            if k == K - 1:
+                break
+            embeds = model.embed_image_inputs(next_in.to(h.dtype), positions=layout.input_block(k + 1))
+            h = self._feed_rows(compute_rows, embeds)
+        return _Draft(codes, f_hat, h, score, previews)
 
     def _feed_rows(self, compute_rows: torch.Tensor, embeds_nqD: torch.Tensor, last_is_text: bool = False) -> torch.Tensor:
         """Feeds `embeds` (n, q, D) to the cond rows (and the same to their twins); all other rows

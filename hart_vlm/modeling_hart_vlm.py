@@ -452,7 +452,7 @@ class HartVLM(HartVLMPreTrainedModel):
         step's sentence) so that every step gets its picture even from a model that rarely emits
         `<|image_start|>` by itself; `num_steps` stops after that many steps. The text is greedy
         unless `temperature` is given (`STORY_TEXT_TEMPERATURE`); the pictures are sampled from
-        `seed`. `on_event`, if given, is called with every stream event (for progress display).
+        `seed` (`image_candidates=N` keeps the most likely of N draws per picture). `on_event`, if given, is called with every stream event (for progress display).
         `step_check` reads each finished step before its picture and may have it written again
         (see `chat`). The default, "auto", is `hart_vlm.data.assembly.PlanFollower.from_prompt(prompt)`
         when the prompt names a furniture kind: it keeps each step to the next unfinished item of the
