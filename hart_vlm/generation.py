@@ -13,6 +13,10 @@ guidance doubles the rows: row b + B is the unconditional twin of row b; it is f
 inputs, but while an image is drawn its attention mask hides everything before that image's
 `<|image_start|>` (the same view that context dropout gives during training).
 
+Best of N (`image_candidates`): a picture's code pyramid is drawn N times from the same context,
+each candidate on cache positions the others cannot see, and the one with the highest unguided
+log-likelihood is kept; the others' positions are dropped from the cache before the residual head.
+
 A step check (`step_check`, e.g. hart_vlm.data.assembly.PlanFollower) reads every line that is
 about to get its forced image. When it rejects the line, the row takes the line back (its cache
 positions are masked out and its positions reused, as for padding) and samples it again at
@@ -365,11 +369,13 @@ class InterleavedGenerator:
         best = torch.zeros(n, dtype=torch.long, device=rows.device)
         if len(drafts) > 1:
             best = torch.stack([d.score for d in drafts]).argmax(0)  # (n,)
-            self._keep_candidate(compute_rows, best.repeat(compute_rows.shape[0] // n), start_col, len(drafts))
+        best_R = best.repeat(compute_rows.shape[0] // n)  # the twins keep what their cond rows keep
+        if len(drafts) > 1:
+            self._keep_candidate(compute_rows, best_R, start_col, len(drafts))
         pick = torch.arange(n, device=rows.device)
         f_hat = torch.stack([d.f_hat for d in drafts])[best, pick]
         codes = torch.stack([d.codes for d in drafts])[best, pick]
-        h = torch.stack([d.h for d in drafts])[best.repeat(compute_rows.shape[0] // n), torch.arange(compute_rows.shape[0])]
+        h = torch.stack([d.h for d in drafts])[best_R, torch.arange(compute_rows.shape[0], device=rows.device)]
         events = []
         for k, _ in drafts[0].previews:
             preview = tok.decode_latent(torch.stack([dict(d.previews)[k] for d in drafts])[best, pick])
