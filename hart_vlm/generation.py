@@ -18,11 +18,13 @@ each candidate on cache positions the others cannot see, and the one with the hi
 log-likelihood is kept; the others' positions are dropped from the cache before the residual head.
 
 A step check (`step_check`, e.g. hart_vlm.data.assembly.PlanFollower) reads every line that is
-about to get its forced image. When it rejects the line, the row takes the line back (its cache
-positions are masked out and its positions reused, as for padding) and samples it again at
-`retry_temperature`, at most `step_retries` times; when every try is rejected the first one is
-fed again and stands. It may also end the answer before the line ("stop"). With a step check the
-text streams one line at a time, so that a rejected line is never shown.
+about to get its forced image, and, if it has a `line_pattern` (a regular expression), every line
+that matches it as soon as the line ends with a newline (PlanFollower's overview line). When it
+rejects the line, the row takes the line back (its cache positions are masked out and its
+positions reused, as for padding) and samples it again at `retry_temperature`, at most
+`step_retries` times; when every try is rejected the first one is fed again and stands. It may
+also end the answer before the line ("stop"). With a step check the text streams one line at a
+time, so that a rejected line is never shown.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class _Line:
     first: list[int] | None = None  # the first try's token ids (greedy when the text is)
     checked: bool = False  # accepted, or out of tries
     broken: bool = False  # a retry ended (end of turn, newline, image) before its sentence did
+    whole: bool = False  # checked when it ends (the check's line_pattern): a newline ends it, not a retry
+    ended: bool = False  # a whole line that has ended and waits for its check
 
 
 @dataclass
@@ -109,6 +113,11 @@ class InterleavedGenerator:
             raise ValueError("step_check needs force_image_after: a line is checked when it matches that pattern "
                              "(generate_story sets it)")
         self.step_check = step_check
+        pattern = getattr(step_check, "line_pattern", None)
+        if pattern is not None and not isinstance(pattern, str):
+            raise TypeError(f"step_check.line_pattern must be a str (a regular expression) or None, "
+                            f"got {type(pattern).__name__}")
+        self.line_re = re.compile(pattern, re.MULTILINE) if pattern is not None else None
         self._newline: dict[int, bool] = {}
         self._next_block = 0
 
@@ -166,9 +175,29 @@ class InterleavedGenerator:
         block = torch.full((R, q), TEXT_BLOCK, dtype=torch.long, device=full.device)
         return self._feed(_Feed(full, real, block))[b, -1]
 
+    def _whole_line_ended(self, segment: list[int], line: _Line) -> bool:
+        """Called when a line ends with a newline: whether the step check reads it now."""
+        if self.line_re is None:
+            return False
+        # a retry of a whole line is read whatever it says
+        line.whole = line.whole or bool(self.line_re.search(self.tokenizer.decode(segment[line.start:], skip_special_tokens=True)))
+        line.ended = line.whole
+        return line.ended
+
+    def _ask(self, b: int, segment: list[int], parts: list, line: _Line) -> str:
+        """The step check's verdict on row b's current line."""
+        before = "\n".join(p for p in parts if isinstance(p, str))
+        head = self.tokenizer.decode(segment[:line.start], skip_special_tokens=True)
+        before = f"{before}\n{head}" if before and head else before or head
+        verdict = self.step_check(before, self.tokenizer.decode(segment[line.start:], skip_special_tokens=True))
+        if verdict not in STEP_VERDICTS:
+            raise ValueError(f"step_check must return one of {STEP_VERDICTS}, got {verdict!r}")
+        return verdict
+
     def _check_lines(self, hidden, history, segment, parts, lines, n_images, done) -> tuple[torch.Tensor, int]:
-        """Runs the step check on every row whose line is about to get its forced image. Returns
-        the (possibly rewound) hidden states and the number of tokens taken back."""
+        """Runs the step check on every row whose line is about to get its forced image or is a
+        whole line that has just ended. Returns the (possibly rewound) hidden states and the
+        number of tokens taken back."""
         s, dropped = self.s, 0
         for b in range(self.B):
             line = lines[b]
@@ -176,20 +205,21 @@ class InterleavedGenerator:
                 continue
             if line.broken:  # a retry that could not be checked counts as rejected
                 line.broken, verdict = False, "retry"
+            elif line.ended:
+                verdict = self._ask(b, segment[b], parts[b], line)
             else:
                 if len(segment[b]) <= line.start or (s.max_images is not None and n_images[b] >= s.max_images):
                     continue
                 if not self.force_re.search(self.tokenizer.decode(segment[b], skip_special_tokens=True)):
                     continue
-                before = "\n".join(p for p in parts[b] if isinstance(p, str))
-                head = self.tokenizer.decode(segment[b][:line.start], skip_special_tokens=True)
-                before = f"{before}\n{head}" if before and head else before or head
-                verdict = self.step_check(before, self.tokenizer.decode(segment[b][line.start:], skip_special_tokens=True))
-                if verdict not in STEP_VERDICTS:
-                    raise ValueError(f"step_check must return one of {STEP_VERDICTS}, got {verdict!r}")
+                verdict = self._ask(b, segment[b], parts[b], line)
             if verdict == "accept" or (verdict == "retry" and s.step_retries == 0):
-                line.checked = True
+                if line.ended:  # the next line starts after its newline
+                    lines[b] = self._line_here(b, segment[b], history[b], hidden[b, -1])
+                else:
+                    line.checked = True
                 continue
+            line.ended = False
             if line.first is None:
                 line.first = segment[b][line.start:]
             hidden = hidden.clone()
@@ -204,7 +234,10 @@ class InterleavedGenerator:
                 segment[b].extend(line.first)
                 history[b].extend(line.first)
                 dropped -= len(line.first)
-                line.checked = True
+                if line.whole and self._ends_line(line.first[-1]):  # it ended: the next line starts
+                    lines[b] = self._line_here(b, segment[b], history[b], hidden[b, -1])
+                else:
+                    line.checked = True
         return hidden, dropped
 
     # -- the loop -----------------------------------------------------------------------------
@@ -258,7 +291,8 @@ class InterleavedGenerator:
                 if done[b]:
                     continue
                 t = int(token[b])
-                if retrying[b] and (t in self.stop_ids or t == self.vocab.image_start_id or self._ends_line(t)):
+                if retrying[b] and (t in self.stop_ids or t == self.vocab.image_start_id
+                                    or (self._ends_line(t) and not lines[b].whole)):  # a whole line ends at its newline
                     lines[b].broken = True  # the retry ended before its sentence: taken back next pass
                     skip[b] = True
                     continue
@@ -289,7 +323,8 @@ class InterleavedGenerator:
             if checking:
                 for b in range(B):
                     if active[b] and not is_image[b] and self._ends_line(int(token[b])):
-                        lines[b] = self._line_here(b, segment[b], history[b], hidden[b, -1])
+                        if not self._whole_line_ended(segment[b], lines[b]):
+                            lines[b] = self._line_here(b, segment[b], history[b], hidden[b, -1])
             if bool(is_image.any()):
                 rows = is_image.nonzero()[:, 0]
                 for b in rows.tolist():

@@ -414,7 +414,9 @@ class HartVLM(HartVLMPreTrainedModel):
         `seed`), never from the global RNG. `step_check`, with `force_image_after`, is called as
         `step_check(text_before, line)` on every line that is about to get its image and returns
         "accept", "retry" (sample the line again, `step_retries` times at most, at
-        `retry_temperature`) or "stop" (end the answer before it); see hart_vlm/generation.py.
+        `retry_temperature`) or "stop" (end the answer before it); a check with a `line_pattern`
+        attribute (a regular expression) is also called on every line that matches it as soon as
+        the line ends; see hart_vlm/generation.py.
         """
         from .generation import InterleavedGenerator
         from .sampling import SamplingConfig
@@ -455,9 +457,10 @@ class HartVLM(HartVLMPreTrainedModel):
         `seed` (`image_candidates=N` keeps the most likely of N draws per picture). `on_event`, if given, is called with every stream event (for progress display).
         `step_check` reads each finished step before its picture and may have it written again
         (see `chat`). The default, "auto", is `hart_vlm.data.assembly.PlanFollower.from_prompt(prompt)`
-        when the prompt names a furniture kind: it keeps each step to the next unfinished item of the
-        plan the answer opens with ("Overview: (1) ...; (2) ..."), ends the answer when the plan is
-        done, and does nothing to an answer without one.
+        when the prompt names a furniture kind: it has the plan the answer opens with ("Overview: (1)
+        ...; (2) ...") written again until it lists the parts of a piece the prompt allows (a
+        "two-shelf bookcase" has two shelves), keeps each step to the next unfinished item of that
+        plan, ends the answer when the plan is done, and does nothing to an answer without one.
         None writes every step as first sampled; any callable is used as given."""
         from .events import Done
         from .story import Story

@@ -85,6 +85,17 @@ def test_the_demo_story_follows_its_own_plan(default_model):
         before = f"{before}\n{line}"
 
 
+def test_the_plan_is_kept_to_the_request(default_model):
+    """A single bed frame has no centre beam. Written greedily, the model's plan gives this one a
+    centre beam; the default step check has the overview line written again until it fits."""
+    prompt = "How do I assemble a single grey bed frame with six slats? Use a view from the upper left."
+    free = default_model.generate_story(prompt, num_steps=1, seed=0, step_check=None)
+    kept = default_model.generate_story(prompt, num_steps=1, seed=0)
+    follower = PlanFollower.from_prompt(prompt)
+    assert "centre beam" in free.intro and not follower.fits(free.intro)
+    assert "centre beam" not in kept.intro and follower.fits(kept.intro)
+
+
 def test_the_text_of_a_held_out_guide_names_real_parts(default_model):
     """The trained model writes steps the checker can read (a random one writes noise)."""
     guide = generate_guide(0, split="heldout", seed=0, resolution=128)

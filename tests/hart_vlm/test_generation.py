@@ -270,6 +270,52 @@ def test_an_accepted_retry_is_kept_and_stop_ends_the_answer(tiny_model):
     assert check.calls[1][0].endswith(check.calls[0][1].strip()) and isinstance(answer.parts[-1], Image.Image)
 
 
+class _LineChecks(_Checks):
+    line_pattern = r"\S"  # every line with a visible character is read as soon as it ends
+
+
+@pytest.fixture
+def short_lines(monkeypatch):
+    """Sampling for whole-line checks with the tiny model: no forced image (only whole lines are
+    checked), greedy text kept from repeating itself, and every fourth token id ends a line."""
+    import hart_vlm.generation as generation
+
+    monkeypatch.setattr(generation.InterleavedGenerator, "_ends_line", lambda self, token: token % 4 == 0)
+    return dict(max_new_tokens=40, temperature=0.0, repetition_penalty=3.0, force_image_after=r"(?!)")
+
+
+def test_a_whole_line_is_read_when_it_ends_and_the_first_try_stands_when_all_are_rejected(tiny_model, short_lines):
+    """With a `line_pattern`, a line that matches it is checked when it ends, and a rejected one
+    is taken back with its line end and sampled again."""
+    sampling = SamplingConfig(step_retries=2, **short_lines)
+    plain = collect(_run(tiny_model, sampling)[2])
+    check = _LineChecks("retry")
+    runner, _, events = _run_checked(tiny_model, sampling, check)
+    answer = collect(events).text
+    lines = [line for _, line in check.calls]
+    assert len(lines) >= 6
+    firsts = lines[0::3]
+    # every try rejected: the first (greedy) tries stand, and they are the text written without a
+    # check, line by line (the token budget may end the answer during a last line's retries)
+    assert plain.text.startswith("".join(firsts)) and answer.startswith("".join(firsts[:len(lines) // 3]))
+    assert all(a != b for a, b in zip(firsts, lines[1::3]))  # the retries are sampled
+    assert [before for before, _ in check.calls[3::3]] == ["".join(firsts[:k]) for k in range(1, len(firsts))]
+    assert runner.mask[0].sum().item() == runner.next_pos[0].item()
+
+
+def test_an_accepted_retry_of_a_whole_line_is_kept(tiny_model, short_lines):
+    sampling = SamplingConfig(step_retries=3, **short_lines)
+    check = _LineChecks(lambda n: "retry" if n == 1 else "accept")
+    answer = collect(_run_checked(tiny_model, sampling, check)[2])
+    first, retry = check.calls[0][1], check.calls[1][1]
+    assert first != retry and answer.text.startswith(retry) and not answer.text.startswith(first)
+    assert check.calls[2][0] == retry  # the next line reads the kept one before it
+    with pytest.raises(TypeError, match="line_pattern must be a str"):
+        bad = _Checks("accept")
+        bad.line_pattern = 3
+        InterleavedGenerator(tiny_model, sampling, step_check=bad)
+
+
 def test_with_a_step_check_the_stream_adds_up_and_batches_run(tiny_model):
     kwargs = dict(max_new_tokens=40, force_image_after=EVERY_FEW_TOKENS, max_images=2, temperature=0.0, step_retries=1)
     check = _Checks(lambda n: "retry" if n % 2 else "accept")

@@ -11,10 +11,16 @@ that are not in place yet; once every part of the plan is in place it ends the a
 place is read from the steps written so far, so a step that stood although it strayed (every
 retry was rejected too) is counted as written, and the plan goes on from there.
 
-It only enforces agreement between the model's plan and its steps. The plan itself (which parts,
-in which order) is the model's own and is not corrected. Because it reads texts with the same
-parser that evals/assembly_bench.py scores with, the bench reports it as a separate decoding
-(`--decoding follow-plan`) beside free decoding.
+The plan itself is checked too when it is written (`line_pattern`: the generator hands the
+overview line to the check as soon as the line ends): it must list the parts of a piece the
+request allows, in an order that piece can be built in. What a request allows is read from the
+words the data's own descriptions use (phrasing.count_phrases, phrasing.size_words): "a two-shelf
+white bookcase" is a bookcase with a first and a second shelf, and "a single bed frame" has no
+centre beam. A request that states no counts allows every piece of its kind. A plan that fails is
+sampled again like a step; if every try fails, the first stands and the steps follow it.
+
+Because it reads texts with the same parser that evals/assembly_bench.py scores with, the bench
+reports it as a separate decoding (`--decoding follow-plan`) beside free decoding.
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from .kinds import FURNITURE_KINDS, VOCABULARY
+import numpy as np
+
+from .furniture import SIZES, Furniture
+from .kinds import BUILDERS, FURNITURE_KINDS, VOCABULARY
 from .parsing import parse_overview, parse_step
-from .phrasing import KIND_SYNONYMS
+from .phrasing import KIND_SYNONYMS, count_phrases, size_words
 
 ACCEPT, RETRY, STOP = "accept", "retry", "stop"
 _STEP_HEADER = re.compile(r"Step \d+:")
+_PIECE_SEEDS = 256  # every builder draws all its counts within far fewer seeds (tests/hart_vlm/data/test_follow.py)
 
 
 @lru_cache(maxsize=None)
@@ -53,30 +63,78 @@ def detect_kind(prompt: str) -> str | None:
     return kinds.pop() if len(kinds) == 1 else None
 
 
+@lru_cache(maxsize=None)
+def all_pieces(kind: str) -> tuple[tuple[str, Furniture], ...]:
+    """(size, piece) for every size of `kind` and every set of counts its builder draws."""
+    if kind not in BUILDERS:
+        raise ValueError(f"kind must be one of {sorted(BUILDERS)}, got {kind!r}")
+    found: dict[tuple, tuple[str, Furniture]] = {}
+    for size in SIZES:
+        for seed in range(_PIECE_SEEDS):
+            piece = BUILDERS[kind](size, np.random.default_rng(seed))
+            found.setdefault((size, tuple(sorted(piece.params.items()))), (size, piece))
+    return tuple(found.values())
+
+
+def _says(prompt: str, phrase: str) -> bool:
+    words = r"\s+".join(map(re.escape, phrase.split()))
+    return re.search(rf"(?<![\w-]){words}(?![\w-])", prompt, re.IGNORECASE) is not None
+
+
+def requested_pieces(kind: str, prompt: str) -> tuple[Furniture, ...]:
+    """The pieces of `kind` that `prompt` allows: those whose size and counts agree with every size
+    word and count phrase of the kind that the prompt uses ("two-shelf", "with three doors",
+    "single", "without drawers"). Words the prompt does not use rule nothing out, so a prompt
+    that states no counts allows every piece; one that states counts no piece has (a five-shelf
+    bookcase) allows every piece too."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    candidates = all_pieces(kind)
+    sizes = {size for size in SIZES if any(_says(prompt, w) for w in size_words(kind, size))}
+    stated = {p for _, piece in candidates for p in count_phrases(piece) if _says(prompt, p)}
+    allowed = tuple(piece for size, piece in candidates
+                    if (not sizes or size in sizes) and stated <= count_phrases(piece))
+    return allowed or tuple(piece for _, piece in candidates)
+
+
 class PlanFollower:
-    """Step check that keeps each "Step k: ..." to the next item of the answer's "Overview:" line.
+    """Step check that keeps the answer's "Overview:" plan to the request and each "Step k: ..." to
+    the plan's next item.
 
     Called as `check(text_before, line)` with the answer's text before the current line and the
-    line itself (ending in a complete "Step k: ..." sentence); returns "accept", "retry" (sample
-    the line again) or "stop" (every part of the plan is in place: end the answer before this
-    line). A step is accepted when it adds exactly the missing parts of the first plan item that
-    is not complete yet, repeats no part and names no part outside the plan. An answer with no
-    overview line, or one whose overview is not a usable plan (an item that names no part of the
-    kind, or one that repeats a part), is accepted as written.
+    line itself; returns "accept", "retry" (sample the line again) or "stop" (every part of the
+    plan is in place: end the answer before this line).
+
+    - An overview line (one that matches `line_pattern`; the generator hands it over when it ends)
+      is accepted when its plan fits the request (`fits`).
+    - A step line (ending in a complete "Step k: ..." sentence) is accepted when it adds exactly
+      the missing parts of the first plan item that is not complete yet, repeats no part and
+      names no part outside the plan. An answer with no overview line, or one whose overview is
+      not a usable plan (an item that names no part of the kind, or one that repeats a part), has
+      its steps accepted as written.
+
+    `request`, the user's prompt, says which pieces a plan may describe (`requested_pieces`);
+    without it any piece of the kind fits.
     """
 
-    def __init__(self, kind: str):
+    line_pattern = r"^\s*Overview:"
+
+    def __init__(self, kind: str, request: str | None = None):
         if kind not in VOCABULARY:
             raise ValueError(f"kind must be one of {sorted(VOCABULARY)}, got {kind!r}")
+        if request is not None and not isinstance(request, str):
+            raise TypeError(f"request must be a str or None, got {type(request).__name__}")
         self.kind = kind
+        self.request = request
         self._all_parts = tuple(sorted({name for names in VOCABULARY[kind].values() for name in names}))
+        self.pieces = requested_pieces(kind, request) if request is not None else tuple(p for _, p in all_pieces(kind))
 
     @classmethod
     def from_prompt(cls, prompt: str) -> "PlanFollower | None":
-        """A follower for the kind the prompt asks about (detect_kind), or None when the prompt
-        names no single furniture kind."""
+        """A follower for the kind the prompt asks about (detect_kind) and the pieces it allows,
+        or None when the prompt names no single furniture kind."""
         kind = detect_kind(prompt)
-        return None if kind is None else cls(kind)
+        return None if kind is None else cls(kind, prompt)
 
     def __repr__(self) -> str:
         return f"PlanFollower({self.kind!r})"
@@ -88,13 +146,27 @@ class PlanFollower:
             return None
         return [tuple(item.added) for item in items]
 
+    def fits(self, text: str) -> bool:
+        """Whether the overview in `text` is a usable plan with the parts of one of the requested
+        pieces, in an order that piece can be built in."""
+        items = self.plan(text)
+        if items is None:
+            return False
+        parts = {name for item in items for name in item}
+        return any(set(piece.part_names) == parts and piece.order_is_valid([list(i) for i in items])
+                   for piece in self.pieces)
+
     def __call__(self, text_before: str, line: str) -> str:
         headers = list(_STEP_HEADER.finditer(line))
         if not headers:
-            return ACCEPT
+            overview = re.search(self.line_pattern, line, re.MULTILINE) is not None
+            return RETRY if overview and not self.fits(line) else ACCEPT
         # the overview is normally a line of its own before "Step 1"; a model may also write it
-        # on the step's line, so the text before the step header counts as well
-        before = text_before + line[:headers[-1].start()]
+        # on the step's line, and then it is checked with the step
+        head = line[:headers[-1].start()]
+        if re.search(self.line_pattern, head, re.MULTILINE) and not self.fits(head):
+            return RETRY
+        before = text_before + head
         items = self.plan(before)
         if items is None:
             return ACCEPT

@@ -90,6 +90,7 @@ HARDWARE: dict[str, tuple[str, ...]] = {
     "none": ("",),
 }
 NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+NO_DRAWERS = "without drawers"
 COUNTED = ("legs", "front legs", "back legs", "rungs", "slats")
 # "{size} {material} {kind}" unless a kind words it differently.
 NOUN_FORMS = {
@@ -227,10 +228,31 @@ def _noun(furniture: Furniture, material: str, size: str | None, kind_word: str 
     return form.format(size="medium-sized" if size == "medium" else size, material=material, kind=kind)
 
 
+def _without_drawers(furniture: Furniture) -> bool:
+    return furniture.kind in ("desk", "nightstand") and furniture.params["drawers"] == 0
+
+
 def _with(noun: str, furniture: Furniture, phrases: list[str]) -> str:
-    if furniture.kind in ("desk", "nightstand") and furniture.params["drawers"] == 0:
-        return noun + " without drawers"
+    if _without_drawers(furniture):
+        return noun + " " + NO_DRAWERS
     return noun + (" with " + join_words(phrases) if phrases else "")
+
+
+def count_phrases(furniture: Furniture) -> frozenset[str]:
+    """Every phrase with which a description states this piece's counts: both forms of each
+    feature ("two shelves", "two-shelf") and "without drawers"."""
+    phrases = {phrase for pair in _features(furniture) for phrase in pair if phrase is not None}
+    return frozenset(phrases | ({NO_DRAWERS} if _without_drawers(furniture) else set()))
+
+
+def size_words(kind: str, size: str) -> tuple[str, ...]:
+    """The words that give a piece's size in a description: ("single", "small") for a small bed
+    frame (NOUN_FORMS), ("large",) for a large table; "medium-sized" is read as "medium"."""
+    form = NOUN_FORMS.get((kind, size))
+    if form is None:
+        return (size,)
+    kind_words = set(kind.split())
+    return (*[w for w in form.split() if w != "{material}" and w not in kind_words], size)
 
 
 def describe(furniture: Furniture, material: str, size: str) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from hart_vlm.data.assembly import FURNITURE_KINDS, PlanFollower, detect_kind, plan_guide
+from hart_vlm.data.assembly import FURNITURE_KINDS, SIZES, PlanFollower, detect_kind, plan_guide
+from hart_vlm.data.assembly.follow import all_pieces, requested_pieces
+from hart_vlm.data.assembly.kinds import BUILDERS
 
 TABLE_PLAN = "Overview: (1) legs; (2) long rails and short rails; (3) tabletop."
 
@@ -29,14 +32,17 @@ def test_detect_kind_reads_the_kind_and_its_synonyms(prompt, kind):
 
 
 def test_every_generated_guide_passes_its_own_check():
-    """A data guide (overview + its steps) always follows its plan: the check never rejects the
-    way the training data is written, in every kind and both prompt wordings."""
+    """A data guide (overview + its steps) always follows its plan and its plan fits its prompt:
+    the check never rejects the way the training data is written, in every kind and both prompt
+    wordings."""
     seen = set()
-    for index in range(120):
+    for index in range(300):
         plan = plan_guide(index, split="train", seed=3, varied_prompts=index % 2 == 1)
         follower = PlanFollower.from_prompt(plan.prompt)
         assert follower is not None and follower.kind == plan.kind, plan.prompt
         seen.add(plan.kind)
+        assert follower("", plan.overview + "\n") == "accept", plan.prompt
+        assert plan.furniture.part_names in {piece.part_names for piece in follower.pieces}, plan.prompt
         lines = plan.step_lines(overview=True)
         before = ""
         for line in lines:
@@ -87,3 +93,66 @@ def test_plan_reads_the_items_and_bad_kinds_are_refused():
         PlanFollower("sofa")
     with pytest.raises(TypeError, match="prompt must be a str"):
         detect_kind(None)
+
+
+SINGLE_BED = "How do I assemble a single grey bed frame with six slats?"
+BED_PLAN = "Overview: (1) headboard; (2) left side rail and right side rail; (3) footboard; (4) slats."
+BEAM_PLAN = "Overview: (1) headboard; (2) left side rail and right side rail; (3) footboard; (4) centre beam; (5) slats."
+
+
+def _part_sets(kind: str, prompt: str) -> set[frozenset]:
+    return {frozenset(piece.part_names) for piece in requested_pieces(kind, prompt)}
+
+
+def test_a_request_fixes_the_parts_its_words_count():
+    assert _part_sets("bed frame", SINGLE_BED) == {frozenset({"headboard", "left side rail", "right side rail",
+                                                              "footboard", "slats"})}
+    assert all("centre beam" in s for s in _part_sets("bed frame", "a king-size pine bed frame"))
+    shelves = {name for s in _part_sets("bookcase", "How do I assemble a two-shelf white bookcase?") for name in s}
+    assert shelves >= {"first shelf", "second shelf"} and not shelves & {"shelf", "third shelf"}
+    assert len(_part_sets("bookcase", "a large bookshelf with one shelf")) == 1
+    assert len(_part_sets("bookcase", "a white bookcase")) == 3  # no count: one, two or three shelves
+    assert len(_part_sets("bookcase", "a five-shelf bookcase")) == 3  # a count no piece has rules nothing out
+    assert {"left door", "right door"} <= set.union(*map(set, _part_sets("cabinet", "a cabinet with two doors")))
+    assert all("lower shelf" in s for s in _part_sets("table", "a large table with six legs and a lower shelf"))
+    assert len(_part_sets("table", "a large oak table")) == 2  # with and without a lower shelf
+    assert all("drawer unit" not in s for s in _part_sets("desk", "a small desk without drawers"))
+    with pytest.raises(TypeError, match="prompt must be a str"):
+        requested_pieces("bookcase", None)
+
+
+def test_the_pieces_cover_every_count_the_builders_draw():
+    """all_pieces draws each builder 256 times per size; later seeds bring no new counts."""
+    for kind, builder in BUILDERS.items():
+        known = {(size, tuple(sorted(piece.params.items()))) for size, piece in all_pieces(kind)}
+        later = {(size, tuple(sorted(builder(size, np.random.default_rng(seed)).params.items())))
+                 for size in SIZES for seed in range(256, 768)}
+        assert later <= known, kind
+    with pytest.raises(ValueError, match="kind must be one of"):
+        all_pieces("sofa")
+
+
+@pytest.mark.parametrize("before, line, verdict", [
+    ("", BED_PLAN + "\n", "accept"),
+    ("", BEAM_PLAN + "\n", "retry"),  # a single bed frame has no centre beam
+    ("Sure.", "Overview: (1) headboard; (2) slats; (3) left side rail and right side rail; (4) footboard.\n",
+     "retry"),  # the slats need the side rails first
+    ("", "Overview: (1) headboard; (2) left side rail; (3) footboard.\n", "retry"),  # parts missing
+    ("", "Overview: (1) headboard; (2) sofa.\n", "retry"),  # not a usable plan
+    ("", "Here is how to build it.\n", "accept"),  # not an overview line
+    ("", BEAM_PLAN + " Step 1: Take the headboard.", "retry"),  # the overview on the step's own line
+    ("", BED_PLAN + " Step 1: Take the headboard.", "accept"),
+    (BEAM_PLAN, "Step 1: Take the headboard.", "accept"),  # a plan that stood: the steps follow it
+])
+def test_the_overview_is_checked_against_the_request(before, line, verdict):
+    assert PlanFollower("bed frame", SINGLE_BED)(before, line) == verdict
+
+
+def test_without_a_request_any_piece_of_the_kind_fits():
+    follower = PlanFollower("bed frame")
+    assert follower.fits(BED_PLAN) and follower.fits(BEAM_PLAN)
+    assert not follower.fits("Overview: (1) headboard; (2) footboard.")
+    assert PlanFollower.from_prompt(SINGLE_BED).request == SINGLE_BED
+    with pytest.raises(TypeError, match="request must be a str or None"):
+        PlanFollower("bed frame", 3)
+
