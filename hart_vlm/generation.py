@@ -184,8 +184,8 @@ class InterleavedGenerator:
         line.ended = line.whole
         return line.ended
 
-    def _ask(self, b: int, segment: list[int], parts: list, line: _Line) -> str:
-        """The step check's verdict on row b's current line."""
+    def _ask(self, segment: list[int], parts: list, line: _Line) -> str:
+        """The step check's verdict on a row's current line."""
         before = "\n".join(p for p in parts if isinstance(p, str))
         head = self.tokenizer.decode(segment[:line.start], skip_special_tokens=True)
         before = f"{before}\n{head}" if before and head else before or head
@@ -206,13 +206,13 @@ class InterleavedGenerator:
             if line.broken:  # a retry that could not be checked counts as rejected
                 line.broken, verdict = False, "retry"
             elif line.ended:
-                verdict = self._ask(b, segment[b], parts[b], line)
+                verdict = self._ask(segment[b], parts[b], line)
             else:
                 if len(segment[b]) <= line.start or (s.max_images is not None and n_images[b] >= s.max_images):
                     continue
                 if not self.force_re.search(self.tokenizer.decode(segment[b], skip_special_tokens=True)):
                     continue
-                verdict = self._ask(b, segment[b], parts[b], line)
+                verdict = self._ask(segment[b], parts[b], line)
             if verdict == "accept" or (verdict == "retry" and s.step_retries == 0):
                 if line.ended:  # the next line starts after its newline
                     lines[b] = self._line_here(b, segment[b], history[b], hidden[b, -1])

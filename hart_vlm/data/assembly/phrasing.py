@@ -247,10 +247,10 @@ def count_phrases(furniture: Furniture) -> frozenset[str]:
 
 def size_words(kind: str, size: str) -> tuple[str, ...]:
     """The words that give a piece's size in a description: ("single", "small") for a small bed
-    frame (NOUN_FORMS), ("large",) for a large table; "medium-sized" is read as "medium"."""
+    frame (NOUN_FORMS), ("large",) for a large table, ("medium-sized", "medium") for a medium one."""
     form = NOUN_FORMS.get((kind, size))
     if form is None:
-        return (size,)
+        return ("medium-sized", size) if size == "medium" else (size,)
     kind_words = set(kind.split())
     return (*[w for w in form.split() if w != "{material}" and w not in kind_words], size)
 

@@ -116,6 +116,9 @@ def test_a_request_fixes_the_parts_its_words_count():
     assert {"left door", "right door"} <= set.union(*map(set, _part_sets("cabinet", "a cabinet with two doors")))
     assert all("lower shelf" in s for s in _part_sets("table", "a large table with six legs and a lower shelf"))
     assert len(_part_sets("table", "a large oak table")) == 2  # with and without a lower shelf
+    assert {len(s) for s in _part_sets("cabinet", "a large oak cabinet")} == {8}  # large ones have two doors
+    assert len(requested_pieces("cabinet", "a medium-sized oak cabinet")) == 2  # one or two doors, medium only
+    assert {len(s) for s in _part_sets("cabinet", "a small oak cabinet")} == {7, 8}
     assert all("drawer unit" not in s for s in _part_sets("desk", "a small desk without drawers"))
     with pytest.raises(TypeError, match="prompt must be a str"):
         requested_pieces("bookcase", None)
