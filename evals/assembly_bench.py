@@ -13,13 +13,13 @@ For held-out guide i (`generate_guide(i, split="heldout", seed, resolution=model
 (with `--varied-prompts` the prompt is worded as users word requests, `plan_guide(..., varied_prompts=True)`:
 "a two-shelf white bookcase", a synonym, no size or no view; the guides themselves are the same):
 decoding ("follow-plan": generate_story's default step check, hart_vlm.data.assembly.PlanFollower,
-which has a finished step written again, up to `step_retries` times, unless it adds exactly the next
-item of the plan the answer opened with; "free": step_check=None, every step as first sampled) x
+which has the opening plan written again until it lists the parts of a piece the prompt allows in a
+buildable order, and a finished step written again, up to `step_retries` times, unless it adds exactly
+the next item of that plan and counts its parts right; "free": step_check=None, every step as first sampled) x
 CFG in `--cfg` x residual head on / off (`use_residual`) x the step count left to the model
 ("free", num_steps=None) or given ("given", num_steps = the ground truth's). PlanFollower reads the
-steps with the same parser the checker scores with: it holds the steps to the model's own plan (which
-it does not correct), so "valid plan" is the model's alone, and the image metrics are independent of it;
-report the two decodings side by side. Each story is scored
+steps with the same parser the checker scores with, so follow-plan measures the model and the check
+together and free decoding the model alone; report the two decodings side by side. Each story is scored
 by `AssemblyChecker().score(guide, [(step.text, step.image) ...], resolution=...)`:
 
   valid-order rate      stories whose every step adds a part, after the parts it requires
@@ -27,6 +27,9 @@ by `AssemblyChecker().score(guide, [(step.text, step.image) ...], resolution=...
   valid-and-complete    stories that are both: a correct plan from first step to last
   step-count accuracy   stories with as many steps as the ground truth (meaningful for "free")
   valid-step rate       steps whose text adds a part (mean over stories)
+  miscounted steps      steps whose text states a wrong count for the true piece ("the three shelves"
+                        of a two-shelf bookcase, "the two doors" of a one-door cabinet;
+                        hart_vlm.data.assembly.follow.miscounted; mean over stories)
   image rate            steps that have an image
   IoU / PSNR / SSIM     each step's image against the render of the state its texts imply
                         (the checker's per-part mask IoU by colour segmentation; PSNR capped at 100)
@@ -134,16 +137,20 @@ def score_story(guide, steps: list[tuple[str, Image.Image | None]], resolution: 
     """The per-story record: the checker's verdicts and means, the valid-step and image rates, the
     consistency between consecutive images, and the verdict on the plan in `intro` (score_plan)."""
     from hart_vlm.data.assembly import AssemblyChecker
+    from hart_vlm.data.assembly.follow import miscounted
 
     checker = checker or AssemblyChecker()
     score = checker.score(guide, steps, resolution=resolution)
     n = len(steps)
+    piece = guide.furniture
+    wrong_counts = [miscounted(guide.kind, text, piece.part_names, (piece,)) for text, _ in steps]
     parts_added = [s.parts_added for s in score.steps]
     return {
         "index": guide.index, "kind": guide.kind, "prompt": guide.prompt,
         "steps_true": len(guide.steps), "steps_generated": n,
         "order_valid": score.order_valid, "complete": score.complete, "step_count_match": score.step_count_match,
         "valid_step_rate": sum(s.valid for s in score.steps) / n if n else 0.0,
+        "miscounted_step_rate": sum(bool(w) for w in wrong_counts) / n if n else 0.0,
         "image_rate": sum(image is not None for _, image in steps) / n if n else 0.0,
         "iou": score.mean_iou, "psnr": score.mean_psnr, "ssim": score.mean_ssim,
         "consistency": consistency(guide, parts_added, [image for _, image in steps], resolution, tolerance),
@@ -162,6 +169,7 @@ def aggregate(stories: list[dict]) -> dict:
            "valid_complete_rate": float(np.mean([s["order_valid"] and s["complete"] for s in stories])),
            "step_count_accuracy": float(np.mean([s["step_count_match"] for s in stories])),
            "valid_step_rate": float(np.mean([s["valid_step_rate"] for s in stories])),
+           "miscounted_step_rate": float(np.mean([s["miscounted_step_rate"] for s in stories])),
            "image_rate": float(np.mean([s["image_rate"] for s in stories])),
            "mean_steps": float(np.mean([s["steps_generated"] for s in stories]))}
     planned = any(s.get("plan_valid") is not None for s in stories)
@@ -217,11 +225,12 @@ def _fmt(value: float | None, digits: int) -> str:
 
 def table(result: dict) -> str:
     lines = ["| decoding | CFG | residual head | steps | valid order | complete | valid and complete | step count acc. "
-             "| valid steps | images | valid plan | follows plan | IoU | PSNR (dB) | SSIM | consistency | s / story |",
-             "| --- | ---: | --- | --- |" + " ---: |" * 13]
+             "| valid steps | images | miscounted steps | valid plan | follows plan | IoU | PSNR (dB) | SSIM | consistency "
+             "| s / story |",
+             "| --- | ---: | --- | --- |" + " ---: |" * 14]
     for r in result["rows"]:
         lines.append(f"| {r.get('decoding', 'free')} | {r['cfg']:g} | {'on' if r['use_residual'] else 'off'} | {r['steps']} | "
-                     + " | ".join(_fmt(r[k], 2) for k in RATES) + " | "
+                     + " | ".join(_fmt(r[k], 2) for k in RATES) + f" | {_fmt(r.get('miscounted_step_rate'), 3)} | "
                      + f"{_fmt(r.get('plan_valid_rate'), 2)} | {_fmt(r.get('follows_plan_rate'), 2)} | "
                      + f"{_fmt(r['iou'], 3)} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'], 3)} | {_fmt(r['consistency'], 3)} | "
                      + f"{_fmt(r.get('seconds_per_story'), 2)} |")

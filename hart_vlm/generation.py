@@ -22,9 +22,11 @@ about to get its forced image, and, if it has a `line_pattern` (a regular expres
 that matches it as soon as the line ends with a newline (PlanFollower's overview line). When it
 rejects the line, the row takes the line back (its cache positions are masked out and its
 positions reused, as for padding) and samples it again at `retry_temperature`, at most
-`step_retries` times; when every try is rejected the first one is fed again and stands. It may
-also end the answer before the line ("stop"). With a step check the text streams one line at a
-time, so that a rejected line is never shown.
+`step_retries` times. A check may grade a rejection: "near-miss" rejects a line that is better
+than a plain "retry" (PlanFollower: a step that adds the right parts but miscounts them). When
+every try is rejected, the first near miss is fed again and stands, or the first try when there
+was none. It may also end the answer before the line ("stop"). With a step check the text streams
+one line at a time, so that a rejected line is never shown.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class _Line:
     hidden: torch.Tensor  # (D,) the hidden state the line's first token is sampled from
     tries: int = 0  # rejected tries so far
     first: list[int] | None = None  # the first try's token ids (greedy when the text is)
+    near_miss: list[int] | None = None  # the first try rejected as a near miss; it stands before `first`
     checked: bool = False  # accepted, or out of tries
     broken: bool = False  # a retry ended (end of turn, newline, image) before its sentence did
     whole: bool = False  # checked when it ends (the check's line_pattern): a newline ends it, not a retry
@@ -82,7 +85,7 @@ class _Draft:
     previews: list  # [(scale index, f_hat after it (n, z, pn_K, pn_K))]
 
 
-STEP_VERDICTS = ("accept", "retry", "stop")
+STEP_VERDICTS = ("accept", "retry", "near-miss", "stop")
 StepCheck = Callable[[str, str], str]
 
 
@@ -213,7 +216,7 @@ class InterleavedGenerator:
                 if not self.force_re.search(self.tokenizer.decode(segment[b], skip_special_tokens=True)):
                     continue
                 verdict = self._ask(segment[b], parts[b], line)
-            if verdict == "accept" or (verdict == "retry" and s.step_retries == 0):
+            if verdict == "accept" or (verdict in ("retry", "near-miss") and s.step_retries == 0):
                 if line.ended:  # the next line starts after its newline
                     lines[b] = self._line_here(b, segment[b], history[b], hidden[b, -1])
                 else:
@@ -222,6 +225,8 @@ class InterleavedGenerator:
             line.ended = False
             if line.first is None:
                 line.first = segment[b][line.start:]
+            if verdict == "near-miss" and line.near_miss is None:
+                line.near_miss = segment[b][line.start:]
             hidden = hidden.clone()
             dropped += self._rewind(b, line, history[b], segment[b])
             hidden[b, -1] = line.hidden
@@ -229,12 +234,13 @@ class InterleavedGenerator:
                 done[b] = True
             elif line.tries < s.step_retries:
                 line.tries += 1
-            else:  # out of tries: the first one stands
-                hidden[b, -1] = self._refeed(b, line.first)
-                segment[b].extend(line.first)
-                history[b].extend(line.first)
-                dropped -= len(line.first)
-                if line.whole and self._ends_line(line.first[-1]):  # it ended: the next line starts
+            else:  # out of tries: the first near miss stands, or else the first try
+                stands = line.near_miss if line.near_miss is not None else line.first
+                hidden[b, -1] = self._refeed(b, stands)
+                segment[b].extend(stands)
+                history[b].extend(stands)
+                dropped -= len(stands)
+                if line.whole and self._ends_line(stands[-1]):  # it ended: the next line starts
                     lines[b] = self._line_here(b, segment[b], history[b], hidden[b, -1])
                 else:
                     line.checked = True

@@ -414,7 +414,9 @@ class HartVLM(HartVLMPreTrainedModel):
         `seed`), never from the global RNG. `step_check`, with `force_image_after`, is called as
         `step_check(text_before, line)` on every line that is about to get its image and returns
         "accept", "retry" (sample the line again, `step_retries` times at most, at
-        `retry_temperature`) or "stop" (end the answer before it); a check with a `line_pattern`
+        `retry_temperature`; if no try is accepted the first stands), "near-miss" (a retry, but
+        this try stands rather than the first if no try is accepted) or "stop" (end the answer
+        before it); a check with a `line_pattern`
         attribute (a regular expression) is also called on every line that matches it as soon as
         the line ends; see hart_vlm/generation.py.
         """

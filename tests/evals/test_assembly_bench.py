@@ -36,7 +36,7 @@ def test_ground_truth_scores_perfectly(bench):
     guide = generate_guide(0, split="heldout", seed=0, resolution=RES)
     story = bench.score_story(guide, [(s.text, s.image) for s in guide.steps], RES, tolerance=0.0)
     assert story["order_valid"] and story["complete"] and story["step_count_match"]
-    assert story["valid_step_rate"] == story["image_rate"] == 1.0
+    assert story["valid_step_rate"] == story["image_rate"] == 1.0 and story["miscounted_step_rate"] == 0.0
     assert story["iou"] == 1.0 and story["psnr"] == 100.0 and story["ssim"] == pytest.approx(1.0)
     assert story["consistency"] == 1.0
 
@@ -52,6 +52,19 @@ def test_parts_that_move_lower_the_consistency(bench):
     blind = bench.score_story(guide, [(text, None) for text, _ in steps], RES, tolerance=24.0)
     assert blind["order_valid"] and blind["image_rate"] == 0.0
     assert blind["iou"] is blind["psnr"] is blind["consistency"] is None
+
+
+def test_a_step_that_counts_the_true_piece_wrong_is_counted(bench):
+    from hart_vlm.data.assembly.phrasing import NUMBERS
+
+    guide = next(g for g in (generate_guide(i, split="heldout", seed=0, resolution=RES) for i in range(40))
+                 if "legs" in g.furniture.part_names)
+    legs = len(guide.furniture.part("legs").boxes)
+    steps = [(s.text, None) for s in guide.steps]
+    right = bench.score_story(guide, [(f"Stand the {NUMBERS[legs]} legs up.", None)] + steps[1:], RES, 24.0)
+    wrong = bench.score_story(guide, [(f"Stand the {NUMBERS[legs + 1]} legs up.", None)] + steps[1:], RES, 24.0)
+    assert right["miscounted_step_rate"] == 0.0 and wrong["miscounted_step_rate"] == pytest.approx(1 / len(steps))
+    assert bench.aggregate([right, wrong])["miscounted_step_rate"] == pytest.approx(0.5 / len(steps))
 
 
 def test_the_plan_verdict_tells_a_wrong_plan_from_steps_that_leave_a_right_one(bench):

@@ -270,6 +270,23 @@ def test_an_accepted_retry_is_kept_and_stop_ends_the_answer(tiny_model):
     assert check.calls[1][0].endswith(check.calls[0][1].strip()) and isinstance(answer.parts[-1], Image.Image)
 
 
+def test_when_no_try_is_accepted_the_first_near_miss_stands(tiny_model):
+    """A "near-miss" rejects a line like "retry" but ranks above it: when every try is rejected,
+    the first near miss stands instead of the first try."""
+    sampling = SamplingConfig(max_new_tokens=60, temperature=0.0, force_image_after=EVERY_FEW_TOKENS, max_images=4,
+                              step_retries=3)
+    # the first line: retry, near miss, near miss, retry (out of tries); later lines are accepted
+    check = _Checks(lambda n: {1: "retry", 2: "near-miss", 3: "near-miss", 4: "retry"}.get(n, "accept"))
+    runner, _, events = _run_checked(tiny_model, sampling, check)
+    answer = collect(events)
+    tries = [line for _, line in check.calls[:4]]
+    assert len(set(tries)) > 1 and tries[1] != tries[0]
+    kept = _checked_texts(answer.parts)[0]
+    assert kept.endswith(tries[1].strip()) and not kept.endswith(tries[0].strip())
+    assert check.calls[4][0].endswith(tries[1].strip())  # the next line reads the kept one before it
+    assert runner.mask[0].sum().item() == runner.next_pos[0].item()
+
+
 class _LineChecks(_Checks):
     line_pattern = r"\S"  # every line with a visible character is read as soon as it ends
 
@@ -314,6 +331,14 @@ def test_an_accepted_retry_of_a_whole_line_is_kept(tiny_model, short_lines):
         bad = _Checks("accept")
         bad.line_pattern = 3
         InterleavedGenerator(tiny_model, sampling, step_check=bad)
+
+
+def test_a_near_miss_of_a_whole_line_stands_when_no_try_is_accepted(tiny_model, short_lines):
+    sampling = SamplingConfig(step_retries=2, **short_lines)
+    check = _LineChecks(lambda n: "near-miss" if n == 2 else "retry" if n <= 3 else "accept")
+    answer = collect(_run_checked(tiny_model, sampling, check)[2])
+    first, near = check.calls[0][1], check.calls[1][1]
+    assert first != near and answer.text.startswith(near) and check.calls[3][0] == near
 
 
 def test_with_a_step_check_the_stream_adds_up_and_batches_run(tiny_model):

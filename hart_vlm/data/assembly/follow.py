@@ -11,6 +11,11 @@ that are not in place yet; once every part of the plan is in place it ends the a
 place is read from the steps written so far, so a step that stood although it strayed (every
 retry was rejected too) is counted as written, and the plan goes on from there.
 
+A step that adds the right parts can still count them wrong: "Fit the three shelves" for a
+two-shelf bookcase, "the two doors" of a one-door cabinet, "the three rungs" of a four-legged
+stool (`PlanFollower.miscounted`). Such a step is a near miss: it is sampled again, and if no try
+is accepted, the first near miss stands rather than the first try, which may not follow the plan.
+
 The plan itself is checked too when it is written (`line_pattern`: the generator hands the
 overview line to the check as soon as the line ends): it must list the parts of a piece the
 request allows, in an order that piece can be built in. What a request allows is read from the
@@ -33,10 +38,11 @@ import numpy as np
 from .furniture import SIZES, Furniture
 from .kinds import BUILDERS, FURNITURE_KINDS, VOCABULARY
 from .parsing import parse_overview, parse_step
-from .phrasing import KIND_SYNONYMS, count_phrases, size_words
+from .phrasing import COUNTED, KIND_SYNONYMS, NUMBERS, count_phrases, size_words
 
-ACCEPT, RETRY, STOP = "accept", "retry", "stop"
+ACCEPT, RETRY, NEAR_MISS, STOP = "accept", "retry", "near-miss", "stop"
 _STEP_HEADER = re.compile(r"Step \d+:")
+_NUMBER = re.compile(rf"\b({'|'.join(NUMBERS)}|\d+)\s+([a-z]+(?:\s+[a-z]+)?)", re.IGNORECASE)
 _PIECE_SEEDS = 256  # every builder draws all its counts within far fewer seeds (tests/hart_vlm/data/test_follow.py)
 
 
@@ -97,21 +103,50 @@ def requested_pieces(kind: str, prompt: str) -> tuple[Furniture, ...]:
     return allowed or tuple(piece for _, piece in candidates)
 
 
+def miscounted(kind: str, step: str, parts: tuple[str, ...], pieces: tuple[Furniture, ...]) -> list[str]:
+    """The counted phrases of a step's text that give a wrong number: "the three shelves" when
+    `parts` has two shelves, "the six legs" for a table whose `pieces` all have four. A phrase for
+    several parts ("shelves", "doors", "side panels") must count the parts of `parts` it names;
+    one for a part made of several pieces (phrasing.COUNTED: "legs", "rungs", "slats") must count
+    the pieces of that part in one of `pieces`."""
+    vocab, wrong = VOCABULARY[kind], []
+    for match in _NUMBER.finditer(step):
+        word, noun = match.group(1).lower(), " ".join(match.group(2).lower().split())
+        noun = next((n for n in (noun, noun.split()[0]) if n in vocab), None)
+        if noun is None:
+            continue
+        n, names = int(word) if word.isdigit() else NUMBERS.index(word), vocab[noun]
+        if len(names) == 1 and names[0] in COUNTED:  # the pieces of one part
+            counts = {len(p.part(names[0]).boxes) for p in pieces if names[0] in p.part_names}
+            right = not counts or n in counts
+        elif len(names) > 1:  # parts; a group of plural parts ("legs": front and back legs) is not counted
+            named = set(names) & set(parts)
+            plural = any(p.part(name).plural for p in pieces for name in named & set(p.part_names))
+            right = plural or not named or n == len(named)
+        else:
+            continue
+        if not right:
+            wrong.append(f"{match.group(1)} {noun}")
+    return wrong
+
+
 class PlanFollower:
     """Step check that keeps the answer's "Overview:" plan to the request and each "Step k: ..." to
     the plan's next item.
 
     Called as `check(text_before, line)` with the answer's text before the current line and the
-    line itself; returns "accept", "retry" (sample the line again) or "stop" (every part of the
-    plan is in place: end the answer before this line).
+    line itself; returns "accept", "retry" (sample the line again), "near-miss" (sample it again,
+    but keep this try rather than the first if none is accepted) or "stop" (every part of the plan
+    is in place: end the answer before this line).
 
     - An overview line (one that matches `line_pattern`; the generator hands it over when it ends)
       is accepted when its plan fits the request (`fits`).
     - A step line (ending in a complete "Step k: ..." sentence) is accepted when it adds exactly
       the missing parts of the first plan item that is not complete yet, repeats no part and
-      names no part outside the plan. An answer with no overview line, or one whose overview is
-      not a usable plan (an item that names no part of the kind, or one that repeats a part), has
-      its steps accepted as written.
+      names no part outside the plan; when it does all that but counts wrong (`miscounted`) it
+      is a near miss. An answer with no overview line, or one whose overview is not a usable
+      plan (an item that names no part of the kind, or one that repeats a part), has its steps
+      accepted as written.
 
     `request`, the user's prompt, says which pieces a plan may describe (`requested_pieces`);
     without it any piece of the kind fits.
@@ -156,6 +191,11 @@ class PlanFollower:
         return any(set(piece.part_names) == parts and piece.order_is_valid([list(i) for i in items])
                    for piece in self.pieces)
 
+    def miscounted(self, step: str, plan_parts: tuple[str, ...]) -> list[str]:
+        """The counted phrases of a step's text that give a wrong number for the plan's parts and
+        the requested pieces (module function `miscounted`)."""
+        return miscounted(self.kind, step, plan_parts, self.pieces)
+
     def __call__(self, text_before: str, line: str) -> str:
         headers = list(_STEP_HEADER.finditer(line))
         if not headers:
@@ -177,6 +217,8 @@ class PlanFollower:
         missing = next(([n for n in item if n not in present] for item in items if not set(item) <= present), None)
         if missing is None:
             return STOP
-        parsed = parse_step(self.kind, line[headers[-1].end():], plan_parts, present)
-        follows = set(parsed.added) == set(missing) and not parsed.repeated and not parsed.unknown
-        return ACCEPT if follows else RETRY
+        step = line[headers[-1].end():]
+        parsed = parse_step(self.kind, step, plan_parts, present)
+        if set(parsed.added) != set(missing) or parsed.repeated or parsed.unknown:
+            return RETRY
+        return NEAR_MISS if self.miscounted(step, plan_parts) else ACCEPT

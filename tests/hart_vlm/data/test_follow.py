@@ -159,3 +159,34 @@ def test_without_a_request_any_piece_of_the_kind_fits():
     with pytest.raises(TypeError, match="request must be a str or None"):
         PlanFollower("bed frame", 3)
 
+
+TWO_SHELF = "How do I assemble a two-shelf white bookcase?"
+SHELF_PLAN = ("Overview: (1) bottom panel; (2) left side panel and right side panel; (3) top panel; (4) back panel; "
+              "(5) first shelf and second shelf.")
+SHELF_STEPS = SHELF_PLAN + ("\nStep 1: Lay out the bottom panel.\nStep 2: Attach the left side panel and the right "
+                            "side panel.\nStep 3: Place the top panel.\nStep 4: Fit the back panel.")
+
+
+@pytest.mark.parametrize("prompt, step, plan_parts, wrong", [
+    (TWO_SHELF, "Set the three shelves on the pins.", ("first shelf", "second shelf"), ["three shelves"]),
+    (TWO_SHELF, "Set the two shelves on the pins.", ("first shelf", "second shelf"), []),
+    (TWO_SHELF, "Attach the 3 side panels.", ("left side panel", "right side panel"), ["3 side panels"]),
+    (TWO_SHELF, "Fit one shelf.", ("first shelf", "second shelf"), []),  # "shelf" names one part: not counted
+    ("a large oak table with six legs", "Stand the four legs up.", ("legs",), ["four legs"]),  # pieces of a part
+    ("a large oak table with six legs", "Stand the six legs up.", ("legs",), []),
+    ("a large oak table", "Stand the four legs up.", ("legs",), []),  # four or six: either is right
+    ("a chair", "Stand the four legs up.", ("front legs", "back legs"), []),  # a group of plural parts
+    ("a single bed frame with six slats", "Lay the seven slats.", ("slats",), ["seven slats"]),
+])
+def test_a_step_that_counts_wrong_is_found(prompt, step, plan_parts, wrong):
+    assert PlanFollower.from_prompt(prompt).miscounted(step, plan_parts) == wrong
+
+
+def test_a_step_that_counts_wrong_is_written_again():
+    """A two-shelf bookcase's "three shelves" add the right parts but miscount them: a near miss."""
+    follower = PlanFollower.from_prompt(TWO_SHELF)
+    assert follower(SHELF_STEPS, "Step 5: Set the three shelves on the pins inside the side panels.") == "near-miss"
+    assert follower(SHELF_STEPS, "Step 5: Set the two shelves on the pins inside the side panels.") == "accept"
+    assert follower(SHELF_STEPS, "Step 5: Set the shelves on the pins inside the side panels.") == "accept"
+    # a step that misses a part is a plain retry, whatever it counts
+    assert follower(SHELF_STEPS, "Step 5: Set the first shelf on the pins.") == "retry"
