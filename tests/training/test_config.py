@@ -93,6 +93,24 @@ def test_shipped_yaml_configs_are_valid_for_their_recipe(recipe, config_file, ti
     assert cfg.output_dir.startswith("runs/")
 
 
+DECODER_CONFIGS = [n for n in SHIPPED_CONFIGS
+                   if n.startswith("tokenizer_") and yaml.safe_load((CONFIGS / n).read_text()).get("init_from")]
+
+
+def test_the_decoder_phases_of_the_default_model_are_shipped():
+    assert DECODER_CONFIGS == ["tokenizer_default_cpu_decoder.yaml", "tokenizer_default_cpu_decoder2.yaml"]
+
+
+@pytest.mark.parametrize("config_file", DECODER_CONFIGS)
+def test_shipped_tokenizer_configs_that_train_on_keep_every_code(config_file):
+    # A tokenizer trained on from a packaged model's (init_from) is swapped back into that model, which
+    # only works if its codes stay the same: every step in the hybrid stage, so that the encoder,
+    # quant_conv and codebook stay frozen (HybridTokenizer.load_decoder_from refuses anything else).
+    values = yaml.safe_load((CONFIGS / config_file).read_text())
+    assert values["hybrid_start_step"] == 0 and values["continuous_prob"] > 0, config_file
+    assert not values.get("tokenizer_overrides"), config_file
+
+
 def test_a_yaml_file_may_leave_a_required_value_to_the_flags(tmp_path, tiny_vlm_dir):
     # lora_default.yaml's usage line: `--config training/configs/lora_default.yaml --data FILE.jsonl`
     cls = load_recipe("finetune_lora").LoraTrainingConfig
