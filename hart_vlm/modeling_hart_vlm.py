@@ -416,9 +416,8 @@ class HartVLM(HartVLMPreTrainedModel):
         "accept", "retry" (sample the line again, `step_retries` times at most, at
         `retry_temperature`; if no try is accepted the first stands), "near-miss" (a retry, but
         this try stands rather than the first if no try is accepted) or "stop" (end the answer
-        before it); a check with a `line_pattern`
-        attribute (a regular expression) is also called on every line that matches it as soon as
-        the line ends; see hart_vlm/generation.py.
+        before it); a check with a `line_pattern` attribute (a regular expression) is also called
+        on every line that matches it as soon as the line ends; see hart_vlm/generation.py.
         """
         from .generation import InterleavedGenerator
         from .sampling import SamplingConfig
