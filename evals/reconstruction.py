@@ -69,7 +69,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="default evals/results/<eval>_<model>.json")
-    parser.add_argument("--plot", type=Path, default=None, help="default evals/results/<eval>_<model>.png")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="default: beside --json with the suffix .png, else evals/results/<eval>_<model>.png")
     parser.add_argument("--results-md", type=Path, default=None,
                         help="write this run's section there (default: evals/RESULTS.md when the embedded default "
                              "model was evaluated, nowhere otherwise)")
@@ -145,10 +146,12 @@ def write_outputs(args: argparse.Namespace, eval_name: str, result: dict, is_def
                   results_section) -> None:
     """Saves an eval's `result` as JSON, its plot (`save_plot(plot_path)`) and its RESULTS.md section
     (`results_section(json_path, plot_path, md_path)` -> lines) where `add_model_arguments`' flags say,
-    by default evals/results/<eval>_<model>.json / .png and, for the embedded default model, evals/RESULTS.md."""
+    by default evals/results/<eval>_<model>.json / .png and, for the embedded default model, evals/RESULTS.md.
+    A --json without --plot puts the plot beside it, so that a run saved elsewhere never replaces the
+    default run's plot."""
     source = result["source"]
     json_path = args.json or HERE / "results" / f"{eval_name}_{source}.json"
-    plot_path = args.plot or HERE / "results" / f"{eval_name}_{source}.png"
+    plot_path = args.plot or json_path.with_suffix(".png")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     save_plot(plot_path)
