@@ -301,6 +301,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="text nucleus sampling when the temperature is above 0 (default: SamplingConfig's)")
     parser.add_argument("--repetition-penalty", type=float, default=None,
                         help="text repetition penalty (CTRL), > 1 discourages repeats (default: SamplingConfig's, 1)")
+    parser.add_argument("--step-retries", type=int, default=None,
+                        help="with follow-plan, how often a step the check rejects is written again "
+                             "(default: SamplingConfig's, 20)")
     rec.add_image_sampling_arguments(parser)
     parser.add_argument("--varied-prompts", action="store_true",
                         help="ask for each held-out guide in one of many user wordings "
@@ -323,6 +326,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.repetition_penalty is not None and not args.repetition_penalty > 0:
         parser.error(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
+    if args.step_retries is not None and args.step_retries < 0:
+        parser.error(f"--step-retries must be >= 0, got {args.step_retries}")
     image_sampling = rec.image_sampling(parser, args)
     device = torch.device(args.device)
     model, source, is_default = rec.load_model(parser, args.model, device)
@@ -333,7 +338,7 @@ def main(argv: list[str] | None = None) -> dict:
     guides = [generate_guide(i, "heldout", args.seed, resolution, args.varied_prompts) for i in range(args.num)]
     sampling = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("force_image_after", args.force_image_after),
                                   ("temperature", args.temperature), ("top_p", args.top_p),
-                                  ("repetition_penalty", args.repetition_penalty))
+                                  ("repetition_penalty", args.repetition_penalty), ("step_retries", args.step_retries))
                 if v is not None} | image_sampling
     rows = run_sweep(model, guides, args.cfg, args.seed, args.tolerance, sampling, tuple(args.step_modes),
                      tuple(args.decodings))

@@ -52,8 +52,11 @@ class SamplingConfig:
     # stream a coarse preview after every n-th scale (0: none; None: every 2nd when streaming)
     preview_every: int | None = None
     # with a step check (chat / generate_story `step_check=`): how many times a rejected line is
-    # sampled again, and at which text temperature; when every try is rejected the first stands
-    step_retries: int = 6
+    # sampled again, and at which text temperature; when every try is rejected the first stands.
+    # 20 rather than 6: on the embedded default model's three benchmarks (300 stories) it made 18 more
+    # stories valid and complete and none fewer, for 0.3-0.6 s more per story (training/README.md,
+    # "More tries per step"); a rejected try costs only text tokens, its picture is never drawn.
+    step_retries: int = 20
     retry_temperature: float = 1.0
 
     def __post_init__(self) -> None:
