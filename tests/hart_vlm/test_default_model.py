@@ -89,13 +89,14 @@ def test_the_demo_story_follows_its_own_plan(default_model):
 
 
 def test_the_plan_is_kept_to_the_request(default_model):
-    """A bookcase with three shelves needs a third shelf. Written greedily, the model's plan for this
-    held-out prompt (seed 0's 17th) lists two; the default step check has the overview line written
-    again until it fits."""
-    prompt = ("What are the steps to assemble a medium-sized oak bookcase with three shelves? "
-              "Please draw it as seen from the front right.")
-    free = default_model.generate_story(prompt, num_steps=1, seed=0, step_check=None)
-    kept = default_model.generate_story(prompt, num_steps=1, seed=0)
+    """A bookcase with three shelves needs a third shelf. Sampled at temperature 0.7 as the benchmark
+    samples this held-out prompt (seed 0's 12th, story seed 11), the model's plan lists two (its greedy
+    plans fit every held-out request of both benchmark sets); the default step check has the overview
+    line written again until it fits."""
+    prompt = ("How do I put together a large grey bookcase with three shelves? "
+              "Show each step from the upper left.")
+    free = default_model.generate_story(prompt, num_steps=1, seed=11, temperature=0.7, step_check=None)
+    kept = default_model.generate_story(prompt, num_steps=1, seed=11, temperature=0.7)
     follower = PlanFollower.from_prompt(prompt)
     assert "third shelf" not in free.intro and not follower.fits(free.intro)
     assert "third shelf" in kept.intro and follower.fits(kept.intro)
