@@ -58,6 +58,15 @@ class HartVLMConfig(PreTrainedConfig):
             and the later scales' labels correct them (self-correction, Infinity §3.3; see
             `MultiScaleResidualQuantizer.corrupted_quantize`). Later text and pictures then read a
             picture with mistakes, as after generation. 0 (the default) turns it off.
+        own_context_prob: during training, each target image that a later image of its
+            conversation reads is, with this probability, replaced by one the model draws itself:
+            a first pass without gradients reads the true sequence, every scale's codes are
+            sampled from its image logits (top-k `own_context_top_k`, 0 for none; temperature 1;
+            no guidance), and the training pass reads those codes and their discrete latent (no
+            residual) in the image's place; a replaced image is then context only (no image or
+            diffusion loss). Later text and pictures thus learn to follow pictures with the
+            model's own mistakes, as at generation (scheduled sampling, Bengio et al. 2015, in one
+            parallel pass, Duckworth et al. 2019). 0 (the default) turns it off.
     """
 
     model_type = "hart_vlm"
@@ -78,6 +87,8 @@ class HartVLMConfig(PreTrainedConfig):
     context_dropout_prob: float = 0.1
     code_corruption_prob: float = 0.0
     code_corruption_top_k: int = 8
+    own_context_prob: float = 0.0
+    own_context_top_k: int = 600
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -112,6 +123,10 @@ class HartVLMConfig(PreTrainedConfig):
         if not 1 <= self.code_corruption_top_k < tok.vocab_size:
             raise ValueError(f"code_corruption_top_k must be in [1, {tok.vocab_size}) (the codebook size), "
                              f"got {self.code_corruption_top_k}")
+        if not 0.0 <= self.own_context_prob <= 1.0:
+            raise ValueError(f"own_context_prob must be in [0, 1], got {self.own_context_prob}")
+        if not (isinstance(self.own_context_top_k, int) and self.own_context_top_k >= 0):
+            raise ValueError(f"own_context_top_k must be an int >= 0 (0: no top-k filter), got {self.own_context_top_k!r}")
         self.layout  # validates the scale schedule
 
     # -- typed views of the nested configs --------------------------------------------------------

@@ -56,6 +56,8 @@ class VLMTrainingConfig(TrainingConfig):
     max_length: int | None = option(None, "stop at an example longer than this many positions")
     code_corruption: float | None = option(None, "set the model's code_corruption_prob: target images tokenized "
                                            "with mistakes their later scales correct (HartVLMConfig); None keeps it")
+    own_context: float | None = option(None, "set the model's own_context_prob: images that later images read are "
+                                       "replaced by codes the model draws (HartVLMConfig); None keeps it")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,6 +73,8 @@ class VLMTrainingConfig(TrainingConfig):
             raise ValueError("mixture_examples and group_batches must be >= 1, eval_examples >= 0")
         if self.code_corruption is not None and not 0.0 <= self.code_corruption <= 1.0:
             raise ValueError(f"code_corruption must be in [0, 1] (or None), got {self.code_corruption}")
+        if self.own_context is not None and not 0.0 <= self.own_context <= 1.0:
+            raise ValueError(f"own_context must be in [0, 1] (or None), got {self.own_context}")
 
 
 def build_model(cfg: VLMTrainingConfig) -> HartVLM:
@@ -94,6 +98,8 @@ def build_model(cfg: VLMTrainingConfig) -> HartVLM:
         model.processor = HartVLMProcessor(text_tokenizer, config)
     if cfg.code_corruption is not None:
         model.config.code_corruption_prob = cfg.code_corruption
+    if cfg.own_context is not None:
+        model.config.own_context_prob = cfg.own_context
     model.backbone.set_attn_implementation(cfg.attn_implementation)
     model.image_tokenizer.requires_grad_(False)
     # fp32 master weights whatever the checkpoint's dtype; mixed precision is autocast's job

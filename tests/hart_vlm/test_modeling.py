@@ -257,6 +257,49 @@ def test_code_corruption_feeds_target_images_with_mistakes_in_training_only(text
     assert image_loss(True) == pytest.approx(evaluated, abs=1e-6)  # off: training sees the clean codes
 
 
+def test_own_context_replaces_earlier_drawn_pictures_with_the_models_codes(text_tokenizer):
+    """own_context_prob: a target picture that a later picture reads is replaced by the codes the
+    model draws for it from one pass over the true sequence; the user's image and the last picture
+    stay; the replaced picture is context only; eval mode never replaces."""
+    model = build_tiny(text_tokenizer, context_dropout_prob=0.0, own_context_prob=1.0, own_context_top_k=1)
+    batch = model.processor([interleaved_conversation(0), interleaved_conversation(3)], padding_side="left")
+    ids, pixels, mask = batch["input_ids"], batch["pixel_values"], batch["attention_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    starts = (ids == model.vocab.image_start_id).nonzero()
+    is_target = batch["labels"][starts[:, 0], starts[:, 1]] != -100
+    own = model._own_codes(ids, mask, positions, pixels, starts, is_target, torch.Generator().manual_seed(0))
+    assert own.replaced.tolist() == [False, True, False, False, True, False]
+    # top-k 1: the drawn codes are the most likely ones of the teacher-forced pass
+    with torch.no_grad():
+        logits = model.eval()(**batch).logits[..., model.vocab.text_vocab_size :]
+    for (b, p), codes in zip(starts[own.replaced].tolist(), torch.cat(own.codes, dim=1)):
+        torch.testing.assert_close(codes, logits[b, p : p + model.layout.num_codes].argmax(-1), rtol=0, atol=0)
+    clean, _, _, enc = model.embed_inputs(ids, pixels)
+    mixed, _, _, enc_own = model.embed_inputs(ids, pixels, own=own)
+    span = model.layout.num_input_positions
+    for k, (b, p) in enumerate(starts.tolist()):
+        same = torch.allclose(mixed[b, p + 1 : p + 1 + span], clean[b, p + 1 : p + 1 + span], atol=1e-6)
+        assert same != bool(own.replaced[k])
+    assert all(torch.equal(c, d) for c, d in zip(enc.indices, enc_own.indices))  # labels stay the true codes
+    with pytest.raises(ValueError, match="own_context_prob must be in"):
+        build_tiny(text_tokenizer, own_context_prob=-0.1)
+    with pytest.raises(ValueError, match="own_context_top_k must be an int"):
+        build_tiny(text_tokenizer, own_context_top_k=-1)
+
+    def losses(train: bool) -> tuple[float, float]:
+        model.train(train)
+        with torch.no_grad():
+            out = model(**batch, generator=torch.Generator().manual_seed(0))
+        return out.image_loss.item(), out.text_loss.item()
+
+    evaluated = losses(False)
+    replaced = losses(True)
+    assert replaced[0] != pytest.approx(evaluated[0], abs=1e-4)  # one picture fewer, read after a drawn one
+    assert replaced[1] != pytest.approx(evaluated[1], abs=1e-4)  # step 2's text reads the drawn picture
+    model.config.own_context_prob = 0.0
+    assert losses(True) == pytest.approx(evaluated, abs=1e-6)  # off: training reads the true codes
+
+
 def test_without_context_block(text_tokenizer):
     model = build_tiny(text_tokenizer, image_context_block=False)
     assert model.layout.num_input_positions == sum(p * p for p in model.layout.v_patch_nums[1:])

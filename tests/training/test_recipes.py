@@ -86,6 +86,16 @@ def test_train_vlm_code_corruption_sets_the_models_probability(tmp_path, tiny_vl
         load_recipe("train_vlm").VLMTrainingConfig(code_corruption=2.0)
 
 
+def test_train_vlm_own_context_sets_the_models_probability(tmp_path, tiny_vlm_dir):
+    run_recipe("train_vlm", ["--init-from", str(tiny_vlm_dir), "--output-dir", str(tmp_path), "--max-steps", "2",
+                             "--batch-size", "2", "--mixture-examples", "8", "--eval-every", "0", "--own-context", "1.0",
+                             "--mixture-weights", '{"guide": 1.0}'])
+    assert HartVLM.from_pretrained(tmp_path / "model").config.own_context_prob == 1.0
+    assert all(math.isfinite(m["loss"]) for m in metrics(tmp_path) if m["split"] == "train")
+    with pytest.raises(ValueError, match="own_context must be in"):
+        load_recipe("train_vlm").VLMTrainingConfig(own_context=-1.0)
+
+
 @pytest.mark.parametrize("recipe", ["train_tokenizer", "train_vlm", "finetune_lora"])
 def test_four_steps_equal_two_plus_resume_plus_two(tmp_path, recipe, tiny_vlm_dir, instructions):
     def args(out, steps):
