@@ -46,6 +46,7 @@ class OwnCodes:
 
     replaced: torch.Tensor  # (N,) bool: which of the batch's images are replaced
     codes: list[torch.Tensor]  # per scale (n, pn²): the drawn codes of the n replaced images
+    inputs: torch.Tensor  # (n, num_input_positions, z): their teacher-forcing inputs (discrete latent, no residual)
 
 
 @dataclass
@@ -208,7 +209,7 @@ class HartVLM(HartVLMPreTrainedModel):
 
     @torch.no_grad()
     def encode_images(self, pixel_values: torch.Tensor, corruption: torch.Tensor | None = None,
-                      generator: torch.Generator | None = None, own: OwnCodes | None = None):
+                      generator: torch.Generator | None = None):
         """HART codes, residuals and the teacher-forcing inputs of every image position.
 
         Returns (encoding, inputs_NLZ) where inputs_NLZ holds, for the layout's input positions,
@@ -216,8 +217,6 @@ class HartVLM(HartVLMPreTrainedModel):
         `corruption` (N,), optional: per image, the probability of a mistaken code at every scale
         (config.code_corruption_prob); the inputs then carry the mistakes and encoding.indices /
         encoding.residual are the labels that correct them (`corrupted_quantize`).
-        `own`, optional: codes the model drew for some of the images (`_own_codes`); their inputs
-        and context block are built from those codes instead (the encoding stays the true one).
         The frozen tokenizer runs outside autocast, in its own dtype, so that mixed-precision
         training sees the same codes as inference."""
         tok = self.image_tokenizer
@@ -230,21 +229,29 @@ class HartVLM(HartVLMPreTrainedModel):
                 enc = HybridEncoding(indices=bad.labels, residual=bad.residual, latent=enc.latent,
                                      f_hat=enc.latent - bad.residual)
                 inputs, latent = bad.inputs, bad.latent
-            if own is not None:
-                inputs = [idx.masked_scatter(own.replaced[:, None], codes) for idx, codes in zip(inputs, own.codes)]
-                drawn = tok.indices_to_f_hat(own.codes).to(latent.dtype)  # (n, z, pn_K, pn_K)
-                latent = latent.masked_scatter(own.replaced[:, None, None, None], drawn)
-        parts = list(tok.scale_inputs(inputs))
+        return enc, self._image_inputs(inputs, latent)
+
+    def _image_inputs(self, indices: list[torch.Tensor], latent: torch.Tensor) -> torch.Tensor:
+        """Teacher-forcing inputs of the layout's image positions from every scale's codes and the
+        latent of the context block: (N, num_input_positions, z)."""
+        parts = list(self.image_tokenizer.scale_inputs(indices))
         if self.layout.context_block:
             parts.append(latent.flatten(2).transpose(1, 2))  # (N, pn_K**2, z)
-        return enc, torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1)
+
+    def _scatter_image_inputs(self, embeds_BLD: torch.Tensor, starts: torch.Tensor, inputs_NLZ: torch.Tensor) -> torch.Tensor:
+        """embeds_BLD with the input positions of the images starting at `starts` (N, 2) set to the
+        embeddings of inputs_NLZ."""
+        image_NLD = self.embed_image_inputs(inputs_NLZ.to(embeds_BLD.dtype))
+        batch_idx = starts[:, :1].expand(-1, self.layout.num_input_positions)
+        pos_idx = starts[:, 1:] + 1 + torch.arange(self.layout.num_input_positions, device=embeds_BLD.device)
+        return embeds_BLD.index_put((batch_idx, pos_idx), image_NLD.to(embeds_BLD.dtype))
 
     def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
-                     corruption: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                     own: OwnCodes | None = None):
+                     corruption: torch.Tensor | None = None, generator: torch.Generator | None = None):
         """input_ids (B, L) with images laid out as the processor writes them, and their pixels
         (N, 3, H, W) -> (inputs_embeds (B, L, D), block_ids (B, L), starts (N, 2), encoding | None).
-        `corruption`, `generator` and `own`: see `encode_images`."""
+        `corruption` and `generator`: see `encode_images`."""
         starts = (input_ids == self.vocab.image_start_id).nonzero()  # (N, 2): (sample, position)
         n_images = starts.shape[0]
         n_given = 0 if pixel_values is None else pixel_values.shape[0]
@@ -254,11 +261,8 @@ class HartVLM(HartVLMPreTrainedModel):
         embeds_BLD = self.embed_ids(torch.where(block_ids >= 0, torch.zeros_like(input_ids), input_ids))
         enc = None
         if n_images:
-            enc, inputs_NLZ = self.encode_images(pixel_values, corruption, generator, own)
-            image_NLD = self.embed_image_inputs(inputs_NLZ.to(embeds_BLD.dtype))
-            batch_idx = starts[:, :1].expand(-1, self.layout.num_input_positions)
-            pos_idx = starts[:, 1:] + 1 + torch.arange(self.layout.num_input_positions, device=input_ids.device)
-            embeds_BLD = embeds_BLD.index_put((batch_idx, pos_idx), image_NLD.to(embeds_BLD.dtype))
+            enc, inputs_NLZ = self.encode_images(pixel_values, corruption, generator)
+            embeds_BLD = self._scatter_image_inputs(embeds_BLD, starts, inputs_NLZ)
         return embeds_BLD, block_ids, starts, enc
 
     # -- the one place where the backbone runs ------------------------------------------------
@@ -350,12 +354,13 @@ class HartVLM(HartVLMPreTrainedModel):
         if self.training and self.config.code_corruption_prob > 0 and bool(is_target.any()):
             strength = torch.rand(n_images, device=device, generator=generator) * self.config.code_corruption_prob
             corruption = torch.where(is_target, strength, torch.zeros_like(strength))
-        own = None
+        embeds_BLD, block_ids, starts, enc = self.embed_inputs(input_ids, pixel_values, corruption, generator)
+        # ... and some answer pictures that later pictures read may be replaced by the model's own
         if self.training and self.config.own_context_prob > 0 and n_images > 1:
-            own = self._own_codes(input_ids, attention_mask, position_ids, pixel_values, starts, is_target, generator)
+            own = self._own_codes(embeds_BLD, attention_mask, block_ids, position_ids, starts, is_target, generator)
             if own is not None:  # a replaced image is context only
                 is_target = is_target & ~own.replaced
-        embeds_BLD, block_ids, starts, enc = self.embed_inputs(input_ids, pixel_values, corruption, generator, own)
+                embeds_BLD = self._scatter_image_inputs(embeds_BLD, starts[own.replaced], own.inputs)
 
         # 2. context dropout for classifier-free guidance (DESIGN.md §4): a dropped target image
         #    sees nothing before its own <|image_start|>.
@@ -392,36 +397,38 @@ class HartVLM(HartVLMPreTrainedModel):
         )
 
     @torch.no_grad()
-    def _own_codes(self, input_ids, attention_mask, position_ids, pixel_values, starts, is_target,
+    def _own_codes(self, embeds_BLD, attention_mask, block_ids, position_ids, starts, is_target,
                    generator) -> OwnCodes | None:
         """Codes the model draws itself for a random share (config.own_context_prob) of the target
         images (is_target; a user's image is never replaced) that a later image of the same
         conversation reads, or None if none is chosen.
 
-        One pass over the true sequence of the rows that hold a chosen image gives, at every image
-        position, the logits of its scale given the true coarser scales and context; each scale's
-        codes are sampled from them (top-k `own_context_top_k`, temperature 1, the conditional
-        logits without guidance). Parallel scheduled sampling (Duckworth et al. 2019, one pass)."""
+        One pass over the true sequence (embeds_BLD, as `embed_inputs` makes it) of the rows that
+        hold a chosen image gives, at every image position, the logits of its scale given the true
+        coarser scales and context; each scale's codes are sampled from them (top-k
+        `own_context_top_k`, temperature 1, the conditional logits without guidance). Parallel
+        scheduled sampling (Duckworth et al. 2019, one pass)."""
         rows, pos = starts[:, 0], starts[:, 1]
         read_later = ((rows[None, :] == rows[:, None]) & (pos[None, :] > pos[:, None])).any(1)  # (N,)
-        chance = torch.rand(rows.shape[0], device=input_ids.device, generator=generator)
+        device = embeds_BLD.device
+        chance = torch.rand(rows.shape[0], device=device, generator=generator)
         replaced = read_later & is_target & (chance < self.config.own_context_prob)
         if not bool(replaced.any()):
             return None
         keep = torch.unique(rows[replaced])  # rows to run
-        in_kept = (rows[:, None] == keep[None, :]).any(1)  # (N,) images of those rows
-        row_of = torch.full((input_ids.shape[0],), -1, dtype=torch.long, device=input_ids.device)
-        row_of[keep] = torch.arange(keep.numel(), device=input_ids.device)
-        ids = input_ids[keep]
-        embeds, block_ids, _, _ = self.embed_inputs(ids, pixel_values[in_kept])
-        hidden, _ = self.run_backbone(embeds, attention_mask[keep], block_ids, position_ids[keep])
+        row_of = torch.full((embeds_BLD.shape[0],), -1, dtype=torch.long, device=device)
+        row_of[keep] = torch.arange(keep.numel(), device=device)
+        hidden, _ = self.run_backbone(embeds_BLD[keep], attention_mask[keep], block_ids[keep], position_ids[keep])
         chosen = starts[replaced]
         layout = self.layout
         pred_pos = chosen[:, 1:] + torch.arange(layout.num_codes, device=hidden.device)  # (n, sum pn²)
         logits = self.image_logits(hidden[row_of[chosen[:, 0]][:, None], pred_pos])  # (n, sum pn², V)
         flat = sample_from_logits(logits, 1.0, self.config.own_context_top_k, 1.0, generator)
         sides = [pn * pn for pn in self.config.image_tokenizer.v_patch_nums]
-        return OwnCodes(replaced, list(flat.split(sides, dim=1)))
+        codes = list(flat.split(sides, dim=1))
+        with torch.autocast(device_type=device.type, enabled=False):  # the frozen tokenizer, as in encode_images
+            inputs = self._image_inputs(codes, self.image_tokenizer.indices_to_f_hat(codes))
+        return OwnCodes(replaced, codes, inputs)
 
     def _text_loss(self, text_logits_BLT: torch.Tensor, labels_BL: torch.Tensor, block_ids_BL: torch.Tensor) -> torch.Tensor:
         """Next-token CE on text targets. Image interiors are not text targets, and neither is

@@ -25,19 +25,18 @@ for i in range(num):
     guide = generate_guide(i, "heldout", seed, model.config.image_size)
     batch = model.processor(guide.to_messages(overview=True))
     ids, mask, pixels = batch["input_ids"], batch["attention_mask"], batch["pixel_values"]
-    starts = (ids == model.vocab.image_start_id).nonzero()
-    is_target = torch.ones(len(starts), dtype=torch.bool)  # every picture of a guide is the answer's
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    n = len(starts)
     with torch.no_grad():
-        enc = tok.encode(pixels)
+        embeds, blocks, starts, enc = model.embed_inputs(ids, pixels)
+    is_target = torch.ones(len(starts), dtype=torch.bool)  # every picture of a guide is the answer's
+    n = len(starts)
     drawn = {"render's codes": [c for c in enc.indices]}
     for name, k in variants.items():
         model.config.own_context_prob, model.config.own_context_top_k = 1.0, k
         g = torch.Generator().manual_seed(1000 * seed + i)
         # every picture but the last is chosen (read by a later one); the last is drawn the same way below
         with torch.no_grad():
-            own = model._own_codes(ids, mask, positions, pixels, starts, is_target, g)
+            own = model._own_codes(embeds, mask, blocks, positions, starts, is_target, g)
         drawn[name] = own.codes
     for name, codes in drawn.items():
         with torch.no_grad():
