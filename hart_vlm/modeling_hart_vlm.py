@@ -320,6 +320,8 @@ class HartVLM(HartVLMPreTrainedModel):
         labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        context_image_mask: torch.Tensor | None = None,
+        context_image_inputs: torch.Tensor | None = None,
         **kwargs,
     ) -> HartVLMOutput:
         """Full-sequence forward over any mix of text and images (DESIGN.md §3-4).
@@ -329,6 +331,10 @@ class HartVLM(HartVLMPreTrainedModel):
         pixel_values (N, 3, H, W) in [-1, 1]: the N images in order of appearance (row by row).
         labels (B, L): as input_ids on the spans to learn, IGNORE_INDEX elsewhere; an image whose
         `<|image_start|>` is labelled is a target (image CE + diffusion loss), others are read only.
+        context_image_mask (N,) bool and context_image_inputs (M, num_input_positions, z), M its
+        number of True values, optional: the marked images are read from these teacher-forcing inputs
+        (e.g. pictures the model drew itself, training/own_pictures.py) instead of their pixels, and
+        are context only.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
@@ -347,6 +353,9 @@ class HartVLM(HartVLMPreTrainedModel):
         is_target = torch.zeros(n_images, dtype=torch.bool, device=device)
         if labels is not None and n_images:
             is_target = labels[starts[:, 0], starts[:, 1]] != IGNORE_INDEX
+        if context_image_mask is not None or context_image_inputs is not None:
+            self._check_context_images(context_image_mask, context_image_inputs, n_images)
+            is_target = is_target & ~context_image_mask.to(device)
 
         # 1. embeddings: text rows, then image input positions scattered in; in training, target
         #    images may be tokenized with mistakes that their later scales learn to correct
@@ -355,6 +364,9 @@ class HartVLM(HartVLMPreTrainedModel):
             strength = torch.rand(n_images, device=device, generator=generator) * self.config.code_corruption_prob
             corruption = torch.where(is_target, strength, torch.zeros_like(strength))
         embeds_BLD, block_ids, starts, enc = self.embed_inputs(input_ids, pixel_values, corruption, generator)
+        if context_image_mask is not None and bool(context_image_mask.any()):
+            given = context_image_mask.to(device)
+            embeds_BLD = self._scatter_image_inputs(embeds_BLD, starts[given], context_image_inputs.to(device))
         # ... and some answer pictures that later pictures read may be replaced by the model's own
         if self.training and self.config.own_context_prob > 0 and n_images > 1:
             own = self._own_codes(embeds_BLD, attention_mask, block_ids, position_ids, starts, is_target, generator)
@@ -395,6 +407,17 @@ class HartVLM(HartVLMPreTrainedModel):
             logits=logits,
             hidden_states=hidden_BLD,
         )
+
+    def _check_context_images(self, mask: torch.Tensor | None, inputs: torch.Tensor | None, n_images: int) -> None:
+        if mask is None or inputs is None:
+            raise ValueError("give context_image_mask and context_image_inputs together")
+        if mask.dtype != torch.bool or mask.shape != (n_images,):
+            raise ValueError(f"context_image_mask must be a bool tensor of shape ({n_images},) (one per image), "
+                             f"got {mask.dtype} {tuple(mask.shape)}")
+        expected = (int(mask.sum()), self.layout.num_input_positions, self.config.image_tokenizer.z_channels)
+        if tuple(inputs.shape) != expected:
+            raise ValueError(f"context_image_inputs must have shape {expected} (marked images, input positions, "
+                             f"latent channels), got {tuple(inputs.shape)}")
 
     @torch.no_grad()
     def _own_codes(self, embeds_BLD, attention_mask, block_ids, position_ids, starts, is_target,

@@ -29,6 +29,7 @@ from hart_vlm.training.batching import ChatCollator, chat_losses, make_loader
 from hart_vlm.training.config import TrainingConfig, option, run_cli, save_config
 from hart_vlm.training.data import AssemblyMixture, ChatDataset, HFChatDataset, load_hf_dataset
 from hart_vlm.training.loop import train_loop
+from hart_vlm.training.own_pictures import OwnPictures, WithOwnPictures
 from hart_vlm.training.runtime import TrainingResult, make_accelerator, make_optimizer, make_scheduler
 
 
@@ -58,6 +59,8 @@ class VLMTrainingConfig(TrainingConfig):
                                            "with mistakes their later scales correct (HartVLMConfig); None keeps it")
     own_context: float | None = option(None, "set the model's own_context_prob: images that later images read are "
                                        "replaced by codes the model draws (HartVLMConfig); None keeps it")
+    own_pictures: str | None = option(None, "a file of training/draw_own_pictures.py: the first pictures of the mixture "
+                                      "guides it names are the model's own, drawn as at generation (context only)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -75,6 +78,8 @@ class VLMTrainingConfig(TrainingConfig):
             raise ValueError(f"code_corruption must be in [0, 1] (or None), got {self.code_corruption}")
         if self.own_context is not None and not 0.0 <= self.own_context <= 1.0:
             raise ValueError(f"own_context must be in [0, 1] (or None), got {self.own_context}")
+        if self.own_pictures is not None and (self.data or self.dataset is not None):
+            raise ValueError("own_pictures are drawn for the procedural assembly mixture; drop data/dataset or own_pictures")
 
 
 def build_model(cfg: VLMTrainingConfig) -> HartVLM:
@@ -127,6 +132,8 @@ def main(cfg: VLMTrainingConfig) -> TrainingResult:
     else:
         train_set = AssemblyMixture(cfg.mixture_examples, "train", cfg.data_seed, model.config.image_size,
                                     cfg.mixture_weights, positions, cfg.guide_overview, cfg.varied_prompts)
+        if cfg.own_pictures is not None:
+            train_set = WithOwnPictures(train_set, OwnPictures.load(cfg.own_pictures))
     eval_set = None
     if cfg.eval_data:
         eval_set, eval_skipped = ChatDataset.from_jsonl(cfg.eval_data, positions, cfg.skip_bad_rows)

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import BatchFeature
 
 from hart_vlm.processing_hart_vlm import HartVLMProcessor
+from hart_vlm.special_tokens import IMAGE_START
 
 # DESIGN.md §4: the loss and its three parts, logged separately
 CHAT_LOSSES = ("loss", "text_loss", "image_loss", "diffusion_loss")
@@ -76,14 +77,37 @@ class GroupedBatchSampler(Sampler[list[int]]):
 
 class ChatCollator:
     """Conversations -> BatchFeature(input_ids, attention_mask, labels[, pixel_values]) through the
-    processor (right padding; images loaded and resized there)."""
+    processor (right padding; images loaded and resized there).
+
+    Items may also be `OwnContextExample`s (own_pictures.WithOwnPictures): their drawn pictures
+    become `context_image_mask` (one flag per image of the batch, in order) and
+    `context_image_inputs`, which HartVLM.forward reads instead of those pictures' pixels."""
 
     def __init__(self, processor: HartVLMProcessor, max_length: int | None = None):
         self.processor = processor
         self.max_length = max_length
 
-    def __call__(self, conversations: list[list[dict]]) -> BatchFeature:
-        return self.processor(list(conversations), max_length=self.max_length)
+    def __call__(self, items: list) -> BatchFeature:
+        from hart_vlm.training.own_pictures import OwnContextExample
+
+        own = [item.context_inputs if isinstance(item, OwnContextExample) else None for item in items]
+        conversations = [item.messages if isinstance(item, OwnContextExample) else item for item in items]
+        batch = self.processor(conversations, max_length=self.max_length)
+        if all(inputs is None for inputs in own):
+            return batch
+        image_start = self.processor.tokenizer.convert_tokens_to_ids(IMAGE_START)
+        counts = (batch["input_ids"] == image_start).sum(1).tolist()
+        mask, given = [], []
+        for n, inputs in zip(counts, own):
+            cut = 0 if inputs is None else inputs.shape[0]
+            if cut > n:
+                raise ValueError(f"an example has {cut} drawn pictures but only {n} images")
+            mask += [True] * cut + [False] * (n - cut)
+            if cut:
+                given.append(inputs)
+        batch["context_image_mask"] = torch.tensor(mask, dtype=torch.bool)
+        batch["context_image_inputs"] = torch.cat(given)
+        return batch
 
 
 def chat_losses(model: torch.nn.Module, batch: BatchFeature, generator: torch.Generator, step: int) -> dict[str, torch.Tensor]:

@@ -96,6 +96,35 @@ def test_train_vlm_own_context_sets_the_models_probability(tmp_path, tiny_vlm_di
         load_recipe("train_vlm").VLMTrainingConfig(own_context=-1.0)
 
 
+def test_draw_own_pictures_for_the_steps_of_a_run_then_train_on_them(tmp_path, tiny_vlm_dir):
+    from hart_vlm.training.batching import GroupedBatchSampler
+    from hart_vlm.training.data import AssemblyMixture
+    from hart_vlm.training.own_pictures import OwnPictures
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"init_from": str(tiny_vlm_dir), "batch_size": 2, "mixture_examples": 16,
+                                      "mixture_weights": {"guide": 1.0}, "eval_every": 0, "max_steps": 3}))
+    out = tmp_path / "own.safetensors"
+    draw = ["--config", str(config), "--model", str(tiny_vlm_dir), "--steps", "1", "3", "--prob", "1.0", "--out", str(out)]
+    load_recipe("draw_own_pictures").main(draw + ["--limit", "1"])
+    assert len(OwnPictures.load(out).inputs) == 1
+    load_recipe("draw_own_pictures").main(draw)  # goes on from the file
+    own = OwnPictures.load(out)
+    # every guide of the run's steps 2 and 3 (batches 1 and 2) with two pictures or more, and no other
+    positions = HartVLM.from_pretrained(tiny_vlm_dir).config.layout.num_positions  # as train_vlm.py sorts by length
+    data = AssemblyMixture(16, "train", 0, 32, {"guide": 1.0}, positions)
+    batches = list(GroupedBatchSampler(16, 2, 3, seed=0, length=data.length))
+    steps = {i for batch in batches[1:] for i in batch}
+    assert set(own.inputs) == {i for i in steps if sum(item["type"] == "image" for m in data[i] for item in m["content"]) > 1}
+    assert own.info["steps"] == [1, 3] and own.info["seconds"] > 0
+    with pytest.raises(SystemExit, match="drawn with other settings"):
+        load_recipe("draw_own_pictures").main(draw[:-2] + ["--cfg", "2.0", "--out", str(out)])
+    run_recipe("train_vlm", ["--config", str(config), "--output-dir", str(tmp_path / "run"), "--own-pictures", str(out)])
+    assert all(math.isfinite(m["loss"]) for m in metrics(tmp_path / "run") if m["split"] == "train")
+    with pytest.raises(ValueError, match="own_pictures are drawn for the procedural assembly mixture"):
+        load_recipe("train_vlm").VLMTrainingConfig(own_pictures=str(out), data=["rows.jsonl"])
+
+
 @pytest.mark.parametrize("recipe", ["train_tokenizer", "train_vlm", "finetune_lora"])
 def test_four_steps_equal_two_plus_resume_plus_two(tmp_path, recipe, tiny_vlm_dir, instructions):
     def args(out, steps):
