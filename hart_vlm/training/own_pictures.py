@@ -65,7 +65,7 @@ def draw_own_inputs(model, messages: list[dict], cut: int, sampling, generator: 
     if any(int(labels[0, s]) == -100 for s in starts[:cut]):
         raise ValueError("the first `cut` pictures must all be the assistant's (a user's image is never drawn)")
     gen = _recording_generator(model, sampling, generator)
-    hidden = gen.prefill(ids[:, : starts[0]], torch.ones_like(ids[:, : starts[0]]), None)
+    gen.prefill(ids[:, : starts[0]], torch.ones_like(ids[:, : starts[0]]), None)
     rows = torch.zeros(1, dtype=torch.long, device=ids.device)
     pos, drawn = starts[0], []
     for s in starts[:cut]:
