@@ -16,15 +16,13 @@ rerun goes on from it; train_vlm.py reads it with `own_pictures: PATH`.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_vlm, beside this script
-
-from hart_vlm.training.own_pictures import OwnPictures, choose_cuts, draw_own_inputs  # noqa: E402
+from hart_vlm.scripts import load_script
+from hart_vlm.training.own_pictures import OwnPictures, choose_cuts, draw_own_inputs
 
 
 def planned_guides(cfg, positions: int, resolution: int, first_step: int, last_step: int) -> tuple[list[int], list[int], object]:
@@ -74,13 +72,12 @@ def main(argv: list[str] | None = None) -> Path:
     if args.cfg < 0:
         parser.error(f"--cfg must be >= 0, got {args.cfg}")
 
-    from train_vlm import VLMTrainingConfig
-
     from hart_vlm import HartVLM
     from hart_vlm.sampling import SamplingConfig
-    from hart_vlm.training.config import config_from_dict, load_yaml_config
+    from hart_vlm.training.config import parse_config
 
-    cfg = config_from_dict(VLMTrainingConfig, load_yaml_config(VLMTrainingConfig, args.config), args.config)
+    train_vlm = load_script(Path(__file__).resolve().parent / "train_vlm.py", "training_train_vlm")
+    cfg = parse_config(train_vlm.VLMTrainingConfig, ["--config", args.config])  # the run's config, as train_vlm.py reads it
     model = HartVLM.from_pretrained(args.model).float().eval()
     indices, pictures, train_set = planned_guides(cfg, model.config.layout.num_positions, model.config.image_size, first, last)
     cuts = choose_cuts(indices, pictures, args.prob, args.seed)
