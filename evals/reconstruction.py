@@ -81,6 +81,8 @@ def add_image_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-top-k", type=int, nargs=2, default=None, metavar=("EARLY", "LATE"),
                         help="image-token top-k on the early and the late scales, 0 = off "
                              "(default: SamplingConfig's, HART's (600, 300))")
+    parser.add_argument("--image-top-k-switch", type=int, default=None, metavar="N",
+                        help="the first N scales use the EARLY top-k, the rest the LATE one (default: SamplingConfig's)")
     parser.add_argument("--diffusion-cfg", type=float, default=None,
                         help="guidance of the residual head (default: SamplingConfig's, 0 = unguided)")
     parser.add_argument("--diffusion-temperature", type=float, default=None,
@@ -100,7 +102,10 @@ def image_sampling(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             parser.error(f"{flag} must be >= 0, got {value}")
     if args.image_candidates is not None and args.image_candidates < 1:
         parser.error(f"--image-candidates must be >= 1, got {args.image_candidates}")
-    return {k: v for k, v in (("image_top_k", args.image_top_k), ("diffusion_cfg", args.diffusion_cfg),
+    if args.image_top_k_switch is not None and args.image_top_k_switch < 0:
+        parser.error(f"--image-top-k-switch must be >= 0, got {args.image_top_k_switch}")
+    return {k: v for k, v in (("image_top_k", args.image_top_k), ("image_top_k_switch", args.image_top_k_switch),
+                              ("diffusion_cfg", args.diffusion_cfg),
                               ("diffusion_temperature", args.diffusion_temperature),
                               ("image_candidates", args.image_candidates)) if v is not None}
 

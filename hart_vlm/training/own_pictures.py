@@ -13,14 +13,14 @@ pictures are context only and the later pictures learn the renders after them.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from hart_vlm.training.tensor_files import load_tensors, save_tensors
 
 FORMAT = "hart_vlm.own_pictures/1"
 
@@ -46,11 +46,13 @@ def _recording_generator(model, sampling, generator):
 
 
 @torch.no_grad()
-def draw_own_inputs(model, messages: list[dict], cut: int, sampling, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Teacher-forcing inputs (cut, num_input_positions, z) of the first `cut` pictures of
-    `messages`, drawn by `model` as generation draws them: the conversation's own text is fed as
-    it is and every picture is sampled with `sampling` (a SamplingConfig) after the model's own
-    earlier pictures. The pictures must be the assistant's (no user image before them)."""
+def draw_own_pictures(model, messages: list[dict], cut: int, sampling,
+                      generator: torch.Generator | None = None) -> list[tuple[list[torch.Tensor], torch.Tensor | None]]:
+    """The first `cut` pictures of `messages`, drawn by `model` as generation draws them: the
+    conversation's own text is fed as it is and every picture is sampled with `sampling` (a
+    SamplingConfig) after the model's own earlier pictures. Returns, per picture, its codes (one
+    (1, pn_k²) tensor per scale) and the residual head's latent (None when `sampling.use_residual`
+    is off). The pictures must be the assistant's (no user image before them)."""
     from hart_vlm.generation import TEXT_BLOCK, _Feed
 
     if sampling.image_mode != "next_scale" or sampling.image_candidates != 1:
@@ -79,13 +81,21 @@ def draw_own_inputs(model, messages: list[dict], cut: int, sampling, generator: 
                                  torch.full_like(start, TEXT_BLOCK)))
         gen.codes, gen.residual = [], None
         gen._draw_images(rows, hidden[:, -1])
-        tok = model.image_tokenizer
-        latent = tok.indices_to_f_hat(gen.codes)
-        if sampling.use_residual:
-            latent = latent + gen.residual.to(latent.dtype)
-        drawn.append(model._image_inputs(gen.codes, latent)[0].float())
+        drawn.append((gen.codes, gen.residual if sampling.use_residual else None))
         pos = s + layout.num_input_positions + 2  # <|image_start|>, the inputs, <|image_end|>
-    return torch.stack(drawn)
+    return drawn
+
+
+def draw_own_inputs(model, messages: list[dict], cut: int, sampling, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Teacher-forcing inputs (cut, num_input_positions, z) of the first `cut` pictures of
+    `messages` as `draw_own_pictures` draws them."""
+    tok, inputs = model.image_tokenizer, []
+    for codes, residual in draw_own_pictures(model, messages, cut, sampling, generator):
+        latent = tok.indices_to_f_hat(codes)
+        if residual is not None:
+            latent = latent + residual.to(latent.dtype)
+        inputs.append(model._image_inputs(codes, latent)[0].float())
+    return torch.stack(inputs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -101,28 +111,12 @@ class OwnPictures:
 
     def save(self, path: str | os.PathLike) -> None:
         """One safetensors file, written atomically (a temporary file, then a rename)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tensors = {str(i): t.contiguous() for i, t in self.inputs.items()}
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "info": json.dumps(self.info)})
-        os.replace(tmp, path)
+        save_tensors(path, {str(i): t for i, t in self.inputs.items()}, FORMAT, self.info)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "OwnPictures":
-        from safetensors import safe_open
-
-        if not Path(path).is_file():
-            raise ValueError(f"own pictures file not found: {str(path)!r} (training/draw_own_pictures.py writes it)")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"{str(path)!r} is not an own-pictures file (format {meta.get('format')!r}, "
-                                 f"expected {FORMAT!r})")
-            inputs = {int(k): f.get_tensor(k) for k in f.keys()}
-        return cls(inputs, json.loads(meta["info"]))
+        tensors, info = load_tensors(path, FORMAT, "own pictures", "training/draw_own_pictures.py")
+        return cls({int(k): t for k, t in tensors.items()}, info)
 
 
 @dataclass

@@ -85,10 +85,11 @@ def test_the_cached_context_gives_the_codes_of_the_full_sequence_forward(forcing
 def test_sampling_flags_reach_the_run_and_its_record(forcing, tiny_model_dir, tmp_path):
     paths = {"json": tmp_path / "f.json", "plot": tmp_path / "f.png"}
     result = forcing.main(["--model", str(tiny_model_dir), "--num", "1", "--forced", "0", "--image-top-k", "1", "1",
-                           "--diffusion-cfg", "0", "--diffusion-temperature", "0",
+                           "--image-top-k-switch", "2", "--diffusion-cfg", "0", "--diffusion-temperature", "0",
                            "--json", str(paths["json"]), "--plot", str(paths["plot"])])
     saved = json.loads(paths["json"].read_text())
-    assert saved["setup"]["sampling"] == {"image_top_k": [1, 1], "diffusion_cfg": 0.0, "diffusion_temperature": 0.0}
+    assert saved["setup"]["sampling"] == {"image_top_k": [1, 1], "image_top_k_switch": 2, "diffusion_cfg": 0.0,
+                                          "diffusion_temperature": 0.0}
     assert [(r["forced_scales"], r["use_residual"]) for r in result["rows"]] == [(0, True), (0, False)]
 
 
@@ -135,7 +136,7 @@ def test_the_earlier_pictures_in_the_context_are_the_renders_or_the_models_own(f
 
 @pytest.mark.parametrize("flags", [["--forced", "-1"], ["--forced", "99"], ["--cfg", "-1"], ["--num", "0"],
                                    ["--diffusion-cfg", "-1"], ["--diffusion-temperature", "-1"],
-                                   ["--image-top-k", "-1", "5"], ["--context", "mine"]])
+                                   ["--image-top-k", "-1", "5"], ["--image-top-k-switch", "-1"], ["--context", "mine"]])
 def test_bad_flags_are_refused(forcing, tiny_model_dir, capsys, flags):
     with pytest.raises(SystemExit) as exit_info:
         forcing.main(["--model", str(tiny_model_dir), *flags])

@@ -117,7 +117,7 @@ def test_stored_pictures_reach_the_batch_in_image_order(tmp_path, text_tokenizer
     with pytest.raises(ValueError, match="outside the dataset of 2 examples"):
         WithOwnPictures([answer_pictures(0), answer_pictures(1)], OwnPictures({2: drawn}, {}))
     save_file({"1": drawn}, str(tmp_path / "other.safetensors"), metadata={"format": "pt"})  # e.g. model weights
-    with pytest.raises(ValueError, match="is not an own-pictures file"):
+    with pytest.raises(ValueError, match="is not an own pictures file"):
         OwnPictures.load(tmp_path / "other.safetensors")
     with pytest.raises(ValueError, match="own pictures file not found"):
         OwnPictures.load(tmp_path / "missing.safetensors")

@@ -97,8 +97,10 @@ DECODER_CONFIGS = [n for n in SHIPPED_CONFIGS
                    if n.startswith("tokenizer_") and yaml.safe_load((CONFIGS / n).read_text()).get("init_from")]
 
 
-def test_the_decoder_phases_of_the_default_model_are_shipped():
-    assert DECODER_CONFIGS == ["tokenizer_default_cpu_decoder.yaml", "tokenizer_default_cpu_decoder2.yaml"]
+def test_the_decoder_phases_of_the_default_model_are_all_found():
+    # the two shipped phases and the one on drawn pairs (measured, not shipped)
+    assert DECODER_CONFIGS == ["tokenizer_default_cpu_decoder.yaml", "tokenizer_default_cpu_decoder2.yaml",
+                               "tokenizer_default_cpu_decoder_drawn.yaml"]
 
 
 @pytest.mark.parametrize("config_file", DECODER_CONFIGS)

@@ -125,6 +125,37 @@ def test_draw_own_pictures_for_the_steps_of_a_run_then_train_on_them(tmp_path, t
         load_recipe("train_vlm").VLMTrainingConfig(own_pictures=str(out), data=["rows.jsonl"])
 
 
+def test_draw_decoder_pairs_then_train_the_decoder_on_them(tmp_path, tiny_vlm_dir):
+    from hart_vlm.training.drawn_pairs import DrawnPairs
+
+    out = tmp_path / "pairs.safetensors"
+    draw = ["--model", str(tiny_vlm_dir), "--out", str(out), "--data-seed", "0", "--save-every", "1"]
+    load_recipe("draw_decoder_pairs").main(draw + ["--guides", "1"])
+    first = DrawnPairs.load(out)
+    load_recipe("draw_decoder_pairs").main(draw + ["--guides", "2"])  # goes on from the file
+    pairs = DrawnPairs.load(out)
+    from hart_vlm.data.assembly import generate_guide
+
+    steps = [len(generate_guide(i, "train", 0, 32, True).steps) for i in range(2)]
+    assert pairs.guides.tolist() == [0] * steps[0] + [1] * steps[1]
+    assert torch.equal(pairs.f_hat[: len(first)], first.f_hat) and pairs.info["seconds"] > 0
+    with pytest.raises(SystemExit, match="drawn with other settings"):
+        load_recipe("draw_decoder_pairs").main(draw + ["--guides", "2", "--cfg", "2.0"])
+
+    before = HartVLM.from_pretrained(tiny_vlm_dir).image_tokenizer.state_dict()
+    args = tokenizer_args(tmp_path / "run") + ["--init-from", str(tiny_vlm_dir), "--drawn-pairs", str(out),
+                                               "--hybrid-start-step", "0", "--discriminator", "false",
+                                               "--max-steps", "3", "--log-every", "1"]
+    result = run_recipe("train_tokenizer", args)
+    assert all(math.isfinite(m["loss"]) for m in metrics(tmp_path / "run") if m["split"] == "train")
+    after = HybridTokenizer.from_pretrained(tmp_path / "run" / "model").state_dict()
+    changed = {k for k, v in after.items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed)
+    assert result.step == 3
+    with pytest.raises(ValueError, match="drawn_pairs trains the decoder of a trained tokenizer"):
+        load_recipe("train_tokenizer").TokenizerTrainingConfig(drawn_pairs=str(out))
+
+
 @pytest.mark.parametrize("recipe", ["train_tokenizer", "train_vlm", "finetune_lora"])
 def test_four_steps_equal_two_plus_resume_plus_two(tmp_path, recipe, tiny_vlm_dir, instructions):
     def args(out, steps):
