@@ -2,8 +2,8 @@
 draws them, and store each with the render it should show (hart_vlm/training/drawn_pairs.py):
 the data of a decoder phase that learns to decode what the LLM writes.
 
-    python training/draw_decoder_pairs.py --model runs/vlm_longer5k_d2/model --guides 1000 \
-        --data-seed 4 --out runs/drawn_pairs.safetensors
+    python training/draw_decoder_pairs.py --model runs/vlm_longer5k_d2/model --guides 1500 \
+        --data-seed 4 --out runs/drawn_pairs_5k.safetensors
 
 Guides 0..N-1 of the training split (data seed --data-seed, prompts worded as --varied-prompts
 says, answers opening with the plan line unless --no-overview) are drawn with guidance --cfg and

@@ -11,7 +11,9 @@ the model's own earlier pictures) and stores the drawn latents with the guide's 
 renders encoded as usual so that it still decodes a render's codes. This is the idea of training a
 later stage on the outputs of the stage before it rather than on clean inputs (noise-conditioning
 augmentation in Ho et al. 2021, "Cascaded Diffusion Models for High Fidelity Image Generation");
-the codes, and so the LLM and its texts, stay exactly as they were.
+the codes, and so the LLM and its texts, stay exactly as they were. Measured on the default model
+it raised PSNR but not part IoU: the decoder learns a blurred mean of what a drawn latent could
+stand for (training/README.md, "The decoder trained on the pictures the LLM draws").
 """
 
 from __future__ import annotations
