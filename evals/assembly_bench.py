@@ -33,6 +33,10 @@ by `AssemblyChecker().score(guide, [(step.text, step.image) ...], resolution=...
   image rate            steps that have an image
   IoU / PSNR / SSIM     each step's image against the render of the state its texts imply
                         (the checker's per-part mask IoU by colour segmentation; PSNR capped at 100)
+  material              steps whose picture is drawn in the requested material (the checker's
+                        `material_accuracy`: the implied render recoloured in each material, the
+                        picture's furniture pixels vote for the nearest; over the steps whose
+                        picture shows enough furniture to tell)
   valid plan            stories whose answer opens with an "Overview: (1) ...; (2) ..." line (models
                         trained with guide_overview) that lists every part once in a valid order
                         (n/a when no story has one)
@@ -72,7 +76,7 @@ STEP_MODES = ("free", "given")
 DECODINGS = {"follow-plan": "auto", "free": None}
 RATES = ("valid_order_rate", "complete_rate", "valid_complete_rate", "step_count_accuracy", "valid_step_rate",
          "image_rate")
-IMAGE_METRICS = ("iou", "psnr", "ssim", "consistency")
+IMAGE_METRICS = ("iou", "psnr", "ssim", "material_accuracy", "consistency")
 DEFAULT_SAMPLING = "generate_story's defaults (greedy text)"
 
 
@@ -153,6 +157,7 @@ def score_story(guide, steps: list[tuple[str, Image.Image | None]], resolution: 
         "miscounted_step_rate": sum(bool(w) for w in wrong_counts) / n if n else 0.0,
         "image_rate": sum(image is not None for _, image in steps) / n if n else 0.0,
         "iou": score.mean_iou, "psnr": score.mean_psnr, "ssim": score.mean_ssim,
+        "material_accuracy": score.material_accuracy, "drawn_materials": [s.material for s in score.steps],
         "consistency": consistency(guide, parts_added, [image for _, image in steps], resolution, tolerance),
         **score_plan(guide, intro, parts_added),
         "intro": intro, "texts": [text for text, _ in steps], "parts_added": parts_added,
@@ -225,14 +230,15 @@ def _fmt(value: float | None, digits: int) -> str:
 
 def table(result: dict) -> str:
     lines = ["| decoding | CFG | residual head | steps | valid order | complete | valid and complete | step count acc. "
-             "| valid steps | images | miscounted steps | valid plan | follows plan | IoU | PSNR (dB) | SSIM | consistency "
-             "| s / story |",
-             "| --- | ---: | --- | --- |" + " ---: |" * 14]
+             "| valid steps | images | miscounted steps | valid plan | follows plan | IoU | PSNR (dB) | SSIM | material "
+             "| consistency | s / story |",
+             "| --- | ---: | --- | --- |" + " ---: |" * 15]
     for r in result["rows"]:
         lines.append(f"| {r.get('decoding', 'free')} | {r['cfg']:g} | {'on' if r['use_residual'] else 'off'} | {r['steps']} | "
                      + " | ".join(_fmt(r[k], 2) for k in RATES) + f" | {_fmt(r.get('miscounted_step_rate'), 3)} | "
                      + f"{_fmt(r.get('plan_valid_rate'), 2)} | {_fmt(r.get('follows_plan_rate'), 2)} | "
-                     + f"{_fmt(r['iou'], 3)} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'], 3)} | {_fmt(r['consistency'], 3)} | "
+                     + f"{_fmt(r['iou'], 3)} | {_fmt(r['psnr'], 2)} | {_fmt(r['ssim'], 3)} | {_fmt(r.get('material_accuracy'), 3)} | "
+                     + f"{_fmt(r['consistency'], 3)} | "
                      + f"{_fmt(r.get('seconds_per_story'), 2)} |")
     return "\n".join(lines)
 
@@ -241,7 +247,8 @@ def save_plot(result: dict, path: Path) -> None:
     from matplotlib.figure import Figure
 
     panels = [("valid_order_rate", "valid-order rate"), ("step_count_accuracy", "step-count accuracy (free)"),
-              ("iou", "part IoU"), ("psnr", "PSNR (dB)"), ("consistency", "consistency")]
+              ("iou", "part IoU"), ("psnr", "PSNR (dB)"), ("material_accuracy", "material"),
+              ("consistency", "consistency")]
     fig = Figure(figsize=(3 * len(panels), 3))
     for j, (key, title) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), j + 1)
@@ -252,8 +259,8 @@ def save_plot(result: dict, path: Path) -> None:
                         continue
                     rows = [r for r in result["rows"] if r["use_residual"] == use_residual and r["steps"] == mode
                             and r.get("decoding", "free") == decoding]
-                    xs = [r["cfg"] for r in rows if r[key] is not None]
-                    ys = [r[key] for r in rows if r[key] is not None]
+                    xs = [r["cfg"] for r in rows if r.get(key) is not None]
+                    ys = [r[key] for r in rows if r.get(key) is not None]
                     ax.plot(xs, ys, marker="o" if decoding == "free" else "s", linestyle="-" if use_residual else "--",
                             label=f"{decoding}, residual {'on' if use_residual else 'off'}, {mode} steps")
         ax.set_xlabel("CFG")

@@ -21,8 +21,8 @@ Two reference rows decode the render's own codes, with its true residual ("hybri
 ("discrete"): the most a picture decoded by this tokenizer can score.
 
 Each picture is scored by `AssemblyChecker().score(guide, [(true text, picture) ...])`, so against the
-render of the state the true texts describe: part IoU (colour segmentation) and PSNR, mean per story
-then over stories. "code match" is the fraction of a scale's sampled codes equal to the render's codes
+render of the state the true texts describe: part IoU (colour segmentation), PSNR and the share of
+pictures drawn in the requested material (`material_accuracy`), mean per story then over stories. "code match" is the fraction of a scale's sampled codes equal to the render's codes
 (F = 0 row; CFG changes which code wins, so it is no accuracy of the model's argmax).
 
 Reading it: if copying the first one or two scales (the layout: 1x1, 2x2) lifts IoU most of the way to
@@ -96,7 +96,7 @@ def forcing_generator(model, sampling, generator: torch.Generator, forced_scales
 
 def _score(checker, guide, images, resolution) -> dict:
     score = checker.score(guide, [(step.text, image) for step, image in zip(guide.steps, images)], resolution)
-    return {"iou": score.mean_iou, "psnr": score.mean_psnr}
+    return {"iou": score.mean_iou, "psnr": score.mean_psnr, "material": score.material_accuracy}
 
 
 def evaluate(model, guides, forced: list[int], cfg: float, seed: int, overview: bool, sampling: dict | None = None,
@@ -159,10 +159,14 @@ def _pil(images):
 
 def _mean(stories: list[dict]) -> dict:
     out = {}
-    for key in ("iou", "psnr"):
-        values = [s[key] for s in stories if s[key] is not None]
+    for key in ("iou", "psnr", "material"):
+        values = [s[key] for s in stories if s.get(key) is not None]
         out[key] = float(np.mean(values)) if values else None
     return out
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _scale_names(model) -> list[str]:
@@ -171,14 +175,16 @@ def _scale_names(model) -> list[str]:
 
 def table(result: dict) -> str:
     names = result["scales"]
-    lines = ["| scales copied from the render | residual head | part IoU | PSNR (dB) |", "| --- | --- | ---: | ---: |"]
+    lines = ["| scales copied from the render | residual head | part IoU | PSNR (dB) | material |",
+             "| --- | --- | ---: | ---: | ---: |"]
     for r in result["rows"]:
         f = r["forced_scales"]
         copied = "none (the model draws all)" if f == 0 else f"first {f} ({', '.join(names[:f])})"
-        lines.append(f"| {copied} | {'on' if r['use_residual'] else 'off'} | {r['iou']:.3f} | {r['psnr']:.2f} |")
+        lines.append(f"| {copied} | {'on' if r['use_residual'] else 'off'} | {r['iou']:.3f} | {r['psnr']:.2f} | "
+                     f"{_fmt(r.get('material'))} |")
     for name, ref in result["references"].items():
         label = "render's codes + true residual" if name == "hybrid" else "render's codes, no residual"
-        lines.append(f"| reference: {label} | - | {ref['iou']:.3f} | {ref['psnr']:.2f} |")
+        lines.append(f"| reference: {label} | - | {ref['iou']:.3f} | {ref['psnr']:.2f} | {_fmt(ref.get('material'))} |")
     match = result["code_match_free"]
     lines += ["", "| scale | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names),
               "| sampled codes equal to the render's (nothing copied, head on) | "
@@ -189,11 +195,14 @@ def table(result: dict) -> str:
 def save_plot(result: dict, path: Path) -> None:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 3))
-    for p, (key, title) in enumerate((("iou", "part IoU"), ("psnr", "PSNR (dB)"))):
-        ax = fig.add_subplot(1, 2, p + 1)
+    panels = [("iou", "part IoU"), ("psnr", "PSNR (dB)"), ("material", "material (share of pictures)")]
+    panels = [(key, title) for key, title in panels if result["references"]["hybrid"].get(key) is not None]
+    fig = Figure(figsize=(4 * len(panels), 3))
+    for p, (key, title) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), p + 1)
         for head in (True, False):
             rows = [r for r in result["rows"] if r["use_residual"] == head]
+            rows = [r for r in rows if r.get(key) is not None]
             ax.plot([r["forced_scales"] for r in rows], [r[key] for r in rows], marker="o",
                     linestyle="-" if head else "--", label=f"residual head {'on' if head else 'off'}")
         for name, style in (("hybrid", ":"), ("discrete", "-.")):

@@ -38,7 +38,8 @@ def test_ground_truth_scores_perfectly(bench):
     assert story["order_valid"] and story["complete"] and story["step_count_match"]
     assert story["valid_step_rate"] == story["image_rate"] == 1.0 and story["miscounted_step_rate"] == 0.0
     assert story["iou"] == 1.0 and story["psnr"] == 100.0 and story["ssim"] == pytest.approx(1.0)
-    assert story["consistency"] == 1.0
+    assert story["consistency"] == 1.0 and story["material_accuracy"] == 1.0
+    assert story["drawn_materials"] == [guide.plan.material] * len(guide.steps)
 
 
 def test_parts_that_move_lower_the_consistency(bench):
@@ -51,7 +52,7 @@ def test_parts_that_move_lower_the_consistency(bench):
     # steps without pictures keep the texts' verdicts and drop the image metrics
     blind = bench.score_story(guide, [(text, None) for text, _ in steps], RES, tolerance=24.0)
     assert blind["order_valid"] and blind["image_rate"] == 0.0
-    assert blind["iou"] is blind["psnr"] is blind["consistency"] is None
+    assert blind["iou"] is blind["psnr"] is blind["consistency"] is blind["material_accuracy"] is None
 
 
 def test_a_step_that_counts_the_true_piece_wrong_is_counted(bench):

@@ -34,6 +34,7 @@ def test_copying_every_scale_without_the_head_is_the_renders_discrete_decoding(t
     discrete = result["references"]["discrete"]
     assert all_copied["iou"] == pytest.approx(discrete["iou"])
     assert all_copied["psnr"] == pytest.approx(discrete["psnr"])
+    assert all_copied["material"] == discrete["material"]
 
 
 def test_the_json_table_and_section_hold_every_row(forcing, tiny_run):
@@ -44,11 +45,13 @@ def test_the_json_table_and_section_hold_every_row(forcing, tiny_run):
         (f, head) for f in range(K + 1) for head in (True, False)]
     for row in saved["rows"] + list(saved["references"].values()):
         assert len(row["per_story"]) == 2 and 0 <= row["iou"] <= 1 and row["psnr"] > 0
+        assert row["material"] is None or 0 <= row["material"] <= 1
     assert len(saved["code_match_free"]) == K and all(0 <= m <= 1 for m in saved["code_match_free"])
     assert {"cpu", "torch", "transformers"} <= set(saved["machine"])
     assert paths["plot"].stat().st_size > 0
     text = paths["md"].read_text()
     assert text.count("<!-- scale_forcing:") == 1 and "| scales copied from the render |" in text
+    assert "| material |" in text
 
 
 def test_the_cached_context_gives_the_codes_of_the_full_sequence_forward(forcing, tiny_model_dir):

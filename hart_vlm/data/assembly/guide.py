@@ -135,15 +135,20 @@ def make_renderer(furniture: Furniture, material: str, view: str, resolution: in
         raise ValueError(f"resolution {resolution} disagrees with config.resolution {config.resolution}")
     if view not in VIEWS:
         raise ValueError(f"view must be one of {list(VIEWS)}, got {view!r}")
-    boxes, box_parts, colors = [], [], []
-    for p, part in enumerate(furniture.parts):
-        for box in part.boxes:
-            boxes.append(box)
-            box_parts.append(p)
-            colors.append(MATERIALS[material] if box.finish == "material" else FINISHES[box.finish])
+    boxes = [box for part in furniture.parts for box in part.boxes]
+    box_parts = [p for p, part in enumerate(furniture.parts) for _ in part.boxes]
     yaw, pitch = VIEWS[view]
     camera = fit_camera(boxes, yaw, pitch + furniture.pitch_offset, resolution, config.margin)
-    return SceneRenderer(boxes, box_parts, colors, camera, config)
+    return SceneRenderer(boxes, box_parts, box_colors(furniture, material), camera, config)
+
+
+def box_colors(furniture: Furniture, material: str) -> list[tuple[int, int, int]]:
+    """The base colour of every box of `furniture` (in the order of its parts and their boxes)
+    when it is made of `material`: the material's colour, or the colour of the box's finish."""
+    if material not in MATERIALS:
+        raise ValueError(f"material must be one of {list(MATERIALS)}, got {material!r}")
+    return [MATERIALS[material] if box.finish == "material" else FINISHES[box.finish]
+            for part in furniture.parts for box in part.boxes]
 
 
 @dataclass

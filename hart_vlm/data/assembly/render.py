@@ -139,11 +139,15 @@ class SceneRenderer:
         both = np.concatenate([self.colors, edge_colors]).astype(np.uint64)
         self.packed = both[:, 0] | (both[:, 1] << np.uint64(16)) | (both[:, 2] << np.uint64(32))
 
-    def _palette(self, base_colors: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    def face_colors(self, base_colors: list[tuple[int, int, int]]) -> np.ndarray:
+        """The flat colour (unrounded sRGB) of every label if box b had base colour `base_colors[b]`:
+        the background and shadow colours, then material x part tint x Lambert shade for each face.
+        The checker recolours a scene with it to tell which material a picture shows. # (N, 3)"""
+        if len(base_colors) != len(self.boxes):
+            raise ValueError(f"base_colors must have one colour per box ({len(self.boxes)}), got {len(base_colors)}")
         cfg = self.config
         light = np.asarray(cfg.light) / np.linalg.norm(cfg.light)
         colors = [np.asarray(cfg.background, float), np.asarray(cfg.shadow, float)]
-        parts = [-1, -1]
         for box, part, base in zip(self.boxes, self.box_parts, base_colors):
             rot = yaw_matrix(box.yaw)
             for face in range(6):
@@ -151,8 +155,11 @@ class SceneRenderer:
                 normal[face // 2] = 1.0 if face % 2 else -1.0
                 shade = cfg.ambient + cfg.diffuse * max(0.0, float(rot @ normal @ light))
                 colors.append(np.asarray(base, float) * TINTS[part % len(TINTS)] * shade)
-                parts.append(int(part))
-        palette = np.clip(np.round(np.stack(colors)), 0, 255).astype(np.int64)
+        return np.stack(colors)
+
+    def _palette(self, base_colors: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        parts = [-1, -1] + [int(part) for part in np.repeat(self.box_parts, 6)]
+        palette = np.clip(np.round(self.face_colors(base_colors)), 0, 255).astype(np.int64)
         # Distinct parts must never share a colour, or colour segmentation could not tell them apart.
         owner: dict[tuple[int, ...], int] = {}
         for i, part in enumerate(parts):

@@ -83,3 +83,35 @@ def test_an_image_before_any_part_is_placed_is_scored_as_background():
     score = AssemblyChecker().score(guide, [("Hello there.", guide.steps[0].image)])
     assert not score.steps[0].valid
     assert score.steps[0].psnr is not None
+
+
+def test_material_is_read_from_the_colours_of_the_picture(guide, checker):
+    """The renders of the guide in each of the eight materials are read as that material (the
+    geometry and shading being the same, only the colour tells), so a picture in the wrong
+    material lowers material_accuracy even where part IoU hardly sees it."""
+    from hart_vlm.data.assembly import MATERIALS
+    from hart_vlm.data.assembly.guide import make_renderer
+
+    plan = guide.plan
+    result = checker.score(guide, [(s.text, s.image) for s in guide.steps])
+    assert [s.material for s in result.steps] == [plan.material] * len(guide.steps)
+    assert result.material_accuracy == 1.0 and result.to_dict()["material_accuracy"] == 1.0
+    additions = [[plan.furniture.part_names.index(n) for n in s.parts_added] for s in guide.steps]
+    wrong_ious = []
+    for material in MATERIALS:
+        frames = make_renderer(plan.furniture, material, plan.view, 64).render_states(additions)
+        recoloured = checker.score(guide, [(s.text, f.image) for s, f in zip(guide.steps, frames)])
+        assert [s.material for s in recoloured.steps] == [material] * len(guide.steps), material
+        assert recoloured.material_accuracy == float(material == plan.material)
+        if material != plan.material:
+            wrong_ious.append(recoloured.mean_iou)
+    assert max(wrong_ious) > 0.8  # black drawn as walnut: still the right parts in the right places
+
+
+def test_a_picture_without_furniture_has_no_material(guide, checker):
+    background = Image.new("RGB", guide.steps[0].image.size, (184, 202, 232))
+    result = checker.score(guide, [(guide.steps[0].text, background)] + [(s.text, None) for s in guide.steps[1:]])
+    assert result.steps[0].material is None and result.steps[0].iou == 0.0
+    assert result.material_accuracy is None
+    with pytest.raises(ValueError, match="min_material_pixels"):
+        AssemblyChecker(min_material_pixels=0)

@@ -92,3 +92,23 @@ def test_every_part_visible_in_final_render_of_many_guides(split):
         guide = render_plan(plan_guide(index, split, seed=2), 128)
         for name, mask in guide.steps[-1].masks.items():
             assert mask.sum() >= 10, f"{guide.kind} {guide.params}: {name} hidden"
+
+
+def test_face_colors_recolour_the_scene_the_renderer_draws():
+    """face_colors(box_colors(material)) is the palette the renderer uses, before rounding; in
+    another material only the faces of boxes made of the material change colour."""
+    from hart_vlm.data.assembly.guide import box_colors, make_renderer
+
+    plan = plan_guide(3, "train", seed=0)
+    renderer = make_renderer(plan.furniture, plan.material, plan.view, 32)
+    own = renderer.face_colors(box_colors(plan.furniture, plan.material))
+    assert np.abs(own - renderer.colors.astype(float)).max() <= 3  # rounding, and the nudges that keep parts apart
+    other = "red" if plan.material != "red" else "blue"
+    recoloured = renderer.face_colors(box_colors(plan.furniture, other))
+    finishes = np.repeat([b.finish == "material" for p in plan.furniture.parts for b in p.boxes], 6)
+    changed = np.abs(recoloured - own).sum(-1) > 1
+    assert not changed[:2].any() and np.array_equal(changed[2:], finishes)
+    with pytest.raises(ValueError, match="base_colors"):
+        renderer.face_colors([(0, 0, 0)])
+    with pytest.raises(ValueError, match="material"):
+        box_colors(plan.furniture, "purple")
