@@ -56,6 +56,9 @@ class TokenizerTrainingConfig(TrainingConfig):
     dataset_image_column: str = option("image", "the column of `dataset` holding the images")
     assembly_images: int = option(10000, "renders of the procedural assembly data to train on (0: none)")
     photo_crops: int = option(0, "random crops of scikit-image's photographs to train on (0: none)")
+    assembly_random_colour: float = option(
+        0.0, "share of the training renders whose furniture is drawn in a random sRGB colour instead of its "
+             "material's (colour augmentation; the evaluation renders keep their materials)")
     data_seed: int = option(0, "seed of the assembly renders and of the photo crops")
     eval_assembly_images: int = option(32, "validation-split renders to evaluate on (0: none)")
     eval_photo_crops: int = option(0, "crops of a held-out photograph to evaluate on (0: none)")
@@ -84,6 +87,8 @@ class TokenizerTrainingConfig(TrainingConfig):
             raise ValueError("drawn_pairs trains the decoder of a trained tokenizer: it needs init_from, "
                              f"hybrid_start_step 0 and discriminator false (got init_from {self.init_from!r}, "
                              f"hybrid_start_step {self.hybrid_start_step}, discriminator {self.discriminator})")
+        if not 0.0 <= self.assembly_random_colour <= 1.0:
+            raise ValueError(f"assembly_random_colour must be in [0, 1], got {self.assembly_random_colour}")
         if not 0.0 <= self.continuous_prob <= 1.0:
             raise ValueError(f"continuous_prob must be in [0, 1], got {self.continuous_prob}")
         if self.adversarial_weight < 0:
@@ -115,7 +120,7 @@ def main(cfg: TokenizerTrainingConfig) -> TrainingResult:
         sources.append(HFImages(load_hf_dataset(cfg.dataset, cfg.dataset_split, cfg.dataset_image_column), size,
                                 cfg.dataset_image_column))
     if cfg.assembly_images:
-        sources.append(AssemblyImages(cfg.assembly_images, size, "train", cfg.data_seed))
+        sources.append(AssemblyImages(cfg.assembly_images, size, "train", cfg.data_seed, cfg.assembly_random_colour))
     if cfg.photo_crops:
         sources.append(PhotoCrops(cfg.photo_crops, size, TRAIN_PHOTOS, cfg.data_seed))
     if cfg.drawn_pairs is not None:  # every item a dict: the target image and, if drawn, its latents

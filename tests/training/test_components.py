@@ -83,6 +83,23 @@ def test_image_datasets_give_deterministic_images_in_range(tmp_path):
         ImageFolder(tmp_path / "missing", 16)
 
 
+def test_random_colour_renders_recolour_only_the_furniture():
+    """With random_colour 1 every render shows the same scene as with 0, its background and floor
+    unchanged, its furniture in another colour; the colours are a function of (seed, index)."""
+    plain, coloured = AssemblyImages(6, 32, seed=1), AssemblyImages(6, 32, seed=1, random_colour=1.0)
+    assert torch.equal(coloured[2], AssemblyImages(6, 32, seed=1, random_colour=1.0)[2])
+    assert torch.equal(plain[2], AssemblyImages(6, 32, seed=1, random_colour=0.0)[2])
+    for i in range(6):
+        a, b = plain[i], coloured[i]
+        same = (a == b).all(0)
+        corner = torch.zeros_like(same)
+        corner[:3, :3] = True
+        assert same[corner].all()  # the background
+        assert not same.all()  # the furniture
+    with pytest.raises(ValueError, match="random_colour"):
+        AssemblyImages(2, 32, random_colour=1.5)
+
+
 def test_checkpoints_are_found_only_when_complete_and_pruned_to_keep(tmp_path):
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()

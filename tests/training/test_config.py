@@ -98,9 +98,9 @@ DECODER_CONFIGS = [n for n in SHIPPED_CONFIGS
 
 
 def test_the_decoder_phases_of_the_default_model_are_all_found():
-    # the two shipped phases and the one on drawn pairs (measured, not shipped)
+    # the two shipped phases and the ones on random colours and on drawn pairs (measured, not shipped)
     assert DECODER_CONFIGS == ["tokenizer_default_cpu_decoder.yaml", "tokenizer_default_cpu_decoder2.yaml",
-                               "tokenizer_default_cpu_decoder_drawn.yaml"]
+                               "tokenizer_default_cpu_decoder_colour.yaml", "tokenizer_default_cpu_decoder_drawn.yaml"]
 
 
 @pytest.mark.parametrize("config_file", DECODER_CONFIGS)

@@ -127,9 +127,10 @@ def _plan(rng: np.random.Generator, index: int, split: str, seed: int) -> GuideP
     return GuidePlan(index, split, seed, furniture, material, size, view, prompt, steps, texts)
 
 
-def make_renderer(furniture: Furniture, material: str, view: str, resolution: int = 128,
+def make_renderer(furniture: Furniture, material: str | tuple[int, int, int], view: str, resolution: int = 128,
                   config: RenderConfig | None = None) -> SceneRenderer:
-    """A renderer of `furniture` in `material` from `view`, framed on the finished piece."""
+    """A renderer of `furniture` in `material` (a name of MATERIALS, or any sRGB colour as an
+    (r, g, b) triple) from `view`, framed on the finished piece."""
     config = config or RenderConfig(resolution=resolution)
     if config.resolution != resolution:
         raise ValueError(f"resolution {resolution} disagrees with config.resolution {config.resolution}")
@@ -142,13 +143,20 @@ def make_renderer(furniture: Furniture, material: str, view: str, resolution: in
     return SceneRenderer(boxes, box_parts, box_colors(furniture, material), camera, config)
 
 
-def box_colors(furniture: Furniture, material: str) -> list[tuple[int, int, int]]:
+def box_colors(furniture: Furniture, material: str | tuple[int, int, int]) -> list[tuple[int, int, int]]:
     """The base colour of every box of `furniture` (in the order of its parts and their boxes)
-    when it is made of `material`: the material's colour, or the colour of the box's finish."""
-    if material not in MATERIALS:
-        raise ValueError(f"material must be one of {list(MATERIALS)}, got {material!r}")
-    return [MATERIALS[material] if box.finish == "material" else FINISHES[box.finish]
-            for part in furniture.parts for box in part.boxes]
+    when it is made of `material` (a name of MATERIALS or an sRGB triple): the material's colour,
+    or the colour of the box's finish."""
+    if isinstance(material, str):
+        if material not in MATERIALS:
+            raise ValueError(f"material must be one of {list(MATERIALS)} or an (r, g, b) triple, got {material!r}")
+        color = MATERIALS[material]
+    else:
+        color = tuple(int(c) for c in material)
+        if len(color) != 3 or not all(0 <= c <= 255 for c in color):
+            raise ValueError(f"material must be one of {list(MATERIALS)} or an (r, g, b) triple in 0..255, "
+                             f"got {material!r}")
+    return [color if box.finish == "material" else FINISHES[box.finish] for part in furniture.parts for box in part.boxes]
 
 
 @dataclass
@@ -276,13 +284,21 @@ def plan_caption(index: int, split: str = "train", seed: int = 0) -> CaptionPlan
     return CaptionPlan(guide, "describe", num_steps, ask, phrasing.description(furniture, desc, guide.view, present, rng))
 
 
+def render_caption(cap: CaptionPlan, resolution: int = 128,
+                   material: str | tuple[int, int, int] | None = None) -> Image.Image:
+    """The picture of caption example `cap`, in its own material or in `material` (a name or an
+    sRGB triple, as make_renderer takes it)."""
+    renderer = make_renderer(cap.guide.furniture, cap.guide.material if material is None else material,
+                             cap.guide.view, resolution)
+    names = cap.guide.furniture.part_names
+    return renderer.render_states([[names.index(n) for n in cap.present]])[0].image
+
+
 def generate_caption_example(index: int, split: str = "train", seed: int = 0, resolution: int = 128) -> dict:
     """{"messages": [...]} with a PIL image: a user request answered by a picture, or a
     picture with "Describe ..." answered by a description."""
     cap = plan_caption(index, split, seed)
-    renderer = make_renderer(cap.guide.furniture, cap.guide.material, cap.guide.view, resolution)
-    names = cap.guide.furniture.part_names
-    image = renderer.render_states([[names.index(n) for n in cap.present]])[0].image
+    image = render_caption(cap, resolution)
     text = [{"type": "text", "text": cap.user_text}]
     if cap.task == "draw":
         return {"messages": [{"role": "user", "content": text},

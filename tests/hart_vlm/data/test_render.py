@@ -112,3 +112,10 @@ def test_face_colors_recolour_the_scene_the_renderer_draws():
         renderer.face_colors([(0, 0, 0)])
     with pytest.raises(ValueError, match="material"):
         box_colors(plan.furniture, "purple")
+    with pytest.raises(ValueError, match="material"):
+        box_colors(plan.furniture, (0, 300, 0))
+    # any sRGB colour renders the same geometry
+    teal = make_renderer(plan.furniture, (0, 128, 128), plan.view, 32)
+    assert np.allclose(teal.face_colors(box_colors(plan.furniture, (0, 128, 128))), teal.colors, atol=3)
+    additions = [[plan.furniture.part_names.index(n) for n in plan.furniture.part_names]]
+    assert np.array_equal(teal.render_states(additions)[0].labels, renderer.render_states(additions)[0].labels)
