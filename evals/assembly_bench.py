@@ -359,8 +359,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "decodings": list(args.decodings), "cfg": args.cfg,
                   "tolerance": args.tolerance,
                   "sampling": sampling, "step_modes": list(args.step_modes)},
-        "metrics": "rates over stories; IoU / PSNR / SSIM / consistency: mean of per-story means over the stories "
-                   "with images (see evals/assembly_bench.py)",
+        "metrics": "rates over stories; IoU / PSNR / SSIM / material / consistency: mean of per-story means over the "
+                   "stories with images (see evals/assembly_bench.py)",
         "rows": rows,
     }
     print(table(result))
