@@ -22,8 +22,9 @@ Two reference rows decode the render's own codes, with its true residual ("hybri
 
 Each picture is scored by `AssemblyChecker().score(guide, [(true text, picture) ...])`, so against the
 render of the state the true texts describe: part IoU (colour segmentation), PSNR and the share of
-pictures drawn in the requested material (`material_accuracy`), mean per story then over stories. "code match" is the fraction of a scale's sampled codes equal to the render's codes
-(F = 0 row; CFG changes which code wins, so it is no accuracy of the model's argmax).
+pictures drawn in the requested material (`material_accuracy`), mean per story then over stories.
+"code match" is the fraction of a scale's sampled codes equal to the render's codes (F = 0 row; CFG
+changes which code wins, so it is no accuracy of the model's argmax).
 
 Reading it: if copying the first one or two scales (the layout: 1x1, 2x2) lifts IoU most of the way to
 the reference, the model's coarse decisions are what the pictures lack; if IoU only rises with the last
