@@ -10,8 +10,10 @@ from accelerate.state import AcceleratorState, GradientState
 from PIL import Image
 
 from hart.discriminator import PatchDiscriminator, generator_hinge_loss
+from hart.images import pil_to_tensor
 from hart.tokenizer import HybridTokenizer
 from hart.tokenizer_config import HybridTokenizerConfig
+from hart_vlm.data.assembly import generate_caption_example
 from hart_vlm.training.checkpoint import Checkpointer, TrainingProgress
 from hart_vlm.training.config import TrainingConfig
 from hart_vlm.training.images import AssemblyImages, ImageFolder, PhotoCrops
@@ -88,7 +90,9 @@ def test_random_colour_renders_recolour_only_the_furniture():
     unchanged, its furniture in another colour; the colours are a function of (seed, index)."""
     plain, coloured = AssemblyImages(6, 32, seed=1), AssemblyImages(6, 32, seed=1, random_colour=1.0)
     assert torch.equal(coloured[2], AssemblyImages(6, 32, seed=1, random_colour=1.0)[2])
-    assert torch.equal(plain[2], AssemblyImages(6, 32, seed=1, random_colour=0.0)[2])
+    caption = generate_caption_example(2, "train", 1, 32)["messages"]  # random_colour 0: the caption's own picture
+    picture = next(item["image"] for m in caption for item in m["content"] if item["type"] == "image")
+    assert torch.equal(plain[2], pil_to_tensor(picture))
     for i in range(6):
         a, b = plain[i], coloured[i]
         same = (a == b).all(0)

@@ -210,10 +210,10 @@ class AssemblyChecker:
             present = after
         renderer = make_renderer(furniture, plan.material, plan.view, resolution)
         frames = renderer.render_states(additions) if steps else []
-        if any(image is not None for _, image in steps):
-            material_colors = np.stack([renderer.face_colors(box_colors(furniture, m)) for m in MATERIALS])
-            finishes = [box.finish == "material" for part in furniture.parts for box in part.boxes]
-            material_faces = np.array([False, False] + list(np.repeat(finishes, 6)))
+        # every face's colour in each material, and which faces are of the material (not metal or fabric)
+        material_colors = np.stack([renderer.face_colors(box_colors(furniture, m)) for m in MATERIALS])
+        finishes = [box.finish == "material" for part in furniture.parts for box in part.boxes]
+        material_faces = np.array([False, False] + list(np.repeat(finishes, 6)))
         for score, (_, image), frame in zip(scores, steps, frames):
             if image is not None:
                 self._score_image(score, image, frame, names, material_colors, material_faces)
