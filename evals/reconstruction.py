@@ -17,8 +17,10 @@ large the discrete-only gap is that the residual tokens (and, in generation, the
 head) have to close.
 
 On the assembly renders each decoding also gets the assembly checker's part IoU (the colour
-segmentation that evals/assembly_bench.py scores generated pictures with) against the render itself:
-the most a generated picture decoded by this tokenizer can score there.
+segmentation that evals/assembly_bench.py scores generated pictures with) against the render itself,
+and its material check: the share of pictures drawn in the guide's material ("material", with how
+many pictures showed enough furniture to read one). Both are the most a generated picture decoded
+by this tokenizer can score there.
 `--baseline PATH` evaluates a second tokenizer (a tokenizer folder, a saved HartVLM folder or
 `default`) on the same images in the same run, e.g. the tokenizer before a decoder-only phase.
 
@@ -185,19 +187,22 @@ def assembly_images(num: int, size: int, seed: int) -> torch.Tensor:
     return images_to_tensor(renders, size)
 
 
-def assembly_part_iou(num: int, size: int, seed: int):
-    """score(i, image) -> the mean part IoU of `image` against image i of `assembly_images(num,
-    size, seed)` (None when no part is in place), scored as the assembly checker scores a step."""
+def assembly_scorer(num: int, size: int, seed: int):
+    """score(i, image) -> (part IoU, material right) of `image` against image i of
+    `assembly_images(num, size, seed)`, scored as the assembly checker scores a step: the mean part
+    IoU (None when no part is in place) and whether the picture is drawn in the guide's material
+    (None when too little furniture shows to read one)."""
     from hart_vlm.data.assembly import AssemblyChecker, generate_guide
 
     checker = AssemblyChecker()
     guides = [generate_guide(i, split="heldout", seed=seed, resolution=size) for i in range(num)]
 
-    def score(i: int, image: Image.Image) -> float | None:
+    def score(i: int, image: Image.Image) -> tuple[float | None, bool | None]:
         guide = guides[i]
         j = i % len(guide.steps)
         steps = [(step.text, None) for step in guide.steps[:j]] + [(guide.steps[j].text, image)]
-        return checker.score(guide, steps).steps[j].iou
+        step = checker.score(guide, steps).steps[j]
+        return step.iou, None if step.material is None else step.material == guide.plan.material
 
     return score
 
@@ -235,12 +240,13 @@ class SetResult:
     hybrid_vs_continuous_max_abs: float  # largest pixel difference between the two, in [0, 1] units
     examples: dict[str, torch.Tensor]  # "original" and every decoding -> (3, H, W) in [0, 1], first image
     iou: dict[str, torch.Tensor] | None = None  # decoding -> (N,) part IoU (NaN: no part in place), if scored
+    material: dict[str, torch.Tensor] | None = None  # decoding -> (N,) 1 / 0: requested material or not (NaN: unread)
 
 
 @torch.no_grad()
-def evaluate_set(tokenizer, images_B3HW: torch.Tensor, batch_size: int = 16, part_iou=None) -> SetResult:
-    """PSNR / SSIM of the three decodings of every image (RGB in [0, 1], data range 1), and
-    `part_iou(i, PIL image)` of each when given (see assembly_part_iou)."""
+def evaluate_set(tokenizer, images_B3HW: torch.Tensor, batch_size: int = 16, assembly_score=None) -> SetResult:
+    """PSNR / SSIM of the three decodings of every image (RGB in [0, 1], data range 1), and the part
+    IoU and material of each by `assembly_score(i, PIL image)` when given (see assembly_scorer)."""
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
     if images_B3HW.shape[0] == 0:
@@ -249,6 +255,7 @@ def evaluate_set(tokenizer, images_B3HW: torch.Tensor, batch_size: int = 16, par
     psnr = {d: [] for d in DECODINGS}
     ssim = {d: [] for d in DECODINGS}
     iou = {d: [] for d in DECODINGS}
+    material = {d: [] for d in DECODINGS}
     max_abs, examples = 0.0, {}
     for start in range(0, images_B3HW.shape[0], batch_size):
         batch = images_B3HW[start:start + batch_size].to(device)  # (b, 3, H, W) in [-1, 1]
@@ -261,18 +268,21 @@ def evaluate_set(tokenizer, images_B3HW: torch.Tensor, batch_size: int = 16, par
             pred = (images.double() + 1) / 2
             psnr[name].append(peak_signal_noise_ratio(pred, target, data_range=1.0, reduction="none", dim=(1, 2, 3)).cpu())
             ssim[name].append(structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none").cpu())
-            if part_iou is not None:
+            if assembly_score is not None:
                 pixels = (pred * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # (b, H, W, 3)
                 for k, array in enumerate(pixels):
-                    value = part_iou(start + k, Image.fromarray(array))
+                    value, right = assembly_score(start + k, Image.fromarray(array))
                     iou[name].append(float("nan") if value is None else value)
+                    material[name].append(float("nan") if right is None else float(right))
         max_abs = max(max_abs, float((decoded["hybrid"] - decoded["continuous"]).abs().max()) / 2)
         if not examples:
             examples = {"original": target[0].float().cpu(),
                         **{name: ((images[0].float() + 1) / 2).cpu() for name, images in decoded.items()}}
+    def scored(values):
+        return {d: torch.tensor(v, dtype=torch.float64) for d, v in values.items()} if assembly_score is not None else None
+
     return SetResult({d: torch.cat(v) for d, v in psnr.items()}, {d: torch.cat(v) for d, v in ssim.items()},
-                     max_abs, examples,
-                     {d: torch.tensor(v, dtype=torch.float64) for d, v in iou.items()} if part_iou is not None else None)
+                     max_abs, examples, scored(iou), scored(material))
 
 
 def summarize(name: str, result: SetResult) -> dict:
@@ -288,6 +298,10 @@ def summarize(name: str, result: SetResult) -> dict:
             rows[-1].update(iou=float(scored.mean()) if scored.numel() else None,
                             iou_std=float(scored.std(unbiased=False)) if scored.numel() else None,
                             iou_count=int(scored.numel()))
+        if result.material is not None:
+            read = result.material[d][~result.material[d].isnan()]
+            rows[-1].update(material_accuracy=float(read.mean()) if read.numel() else None,
+                            material_count=int(read.numel()))
     by = {r["decoding"]: r for r in rows}
     gap = {}
     for metric in ("psnr", "ssim"):
@@ -306,14 +320,17 @@ def evaluated_tokenizers(result: dict) -> list[tuple[str, dict]]:
 
 
 def table(result: dict) -> str:
-    lines = ["| tokenizer | images | decoding | n | PSNR (dB) | SSIM | part IoU |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| tokenizer | images | decoding | n | PSNR (dB) | SSIM | part IoU | material |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for source, sets in evaluated_tokenizers(result):
         for s in sets.values():
             for r in s["rows"]:
                 iou = f"{r['iou']:.3f} ± {r['iou_std']:.3f}" if r.get("iou") is not None else "—"
+                material = (f"{r['material_accuracy']:.2f} ({r['material_count']})"
+                            if r.get("material_accuracy") is not None else "—")
                 lines.append(f"| {source} | {r['images']} | {DECODING_LABELS[r['decoding']]} | {r['count']} | "
-                             f"{r['psnr']:.2f} ± {r['psnr_std']:.2f} | {r['ssim']:.4f} ± {r['ssim_std']:.4f} | {iou} |")
+                             f"{r['psnr']:.2f} ± {r['psnr_std']:.2f} | {r['ssim']:.4f} ± {r['ssim_std']:.4f} | {iou} "
+                             f"| {material} |")
     return "\n".join(lines)
 
 
@@ -371,7 +388,8 @@ def results_section(result: dict, json_path: Path, plot_path: Path, md_path: Pat
             f"- machine: {machine_line(result['machine'])}, {result['date']}",
             f"- tokenizer: {result['image_size']} px, scales {t['v_patch_nums']}, codebook {t['vocab_size']}, "
             f"z {t['z_channels']}; PSNR / SSIM from torchmetrics on RGB in [0, 1], mean ± std over images; part IoU: "
-            "the assembly checker's colour segmentation against the render (the ceiling of a generated picture's)",
+            "the assembly checker's colour segmentation against the render, material: the share of pictures drawn "
+            "in the guide's material (pictures read); both the ceiling of a generated picture's",
             f"- images: {result['image_sets']['assembly_heldout']}; {result['image_sets']['photos']}", "",
             table(result), "", *[f"- {line}" for line in gap_lines(result)], "",
             "With HART's exact token extraction f_hat + residual == latent, so hybrid equals continuous by "
@@ -419,10 +437,10 @@ def main(argv: list[str] | None = None) -> dict:
                          f"tokenizer's are {size} px")
 
     sets = {"assembly_heldout": assembly_images(args.num, size, args.seed), "photos": photo_images(args.num, size)}
-    part_iou = {"assembly_heldout": assembly_part_iou(args.num, size, args.seed), "photos": None}
+    scorers = {"assembly_heldout": assembly_scorer(args.num, size, args.seed), "photos": None}
 
     def evaluate(tok):
-        return {name: evaluate_set(tok, images, args.batch_size, part_iou[name]) for name, images in sets.items()}
+        return {name: evaluate_set(tok, images, args.batch_size, scorers[name]) for name, images in sets.items()}
 
     evaluated = evaluate(tokenizer)
     result = {

@@ -89,13 +89,26 @@ class ImageBridge(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.word_embed.weight, std=0.02)
-        nn.init.zeros_(self.word_embed.bias)
+        # this order of random draws is what the recorded training runs started from: keep it
+        self._init_word_embed()
         nn.init.normal_(self.scale_embed.weight, std=0.02)
         nn.init.normal_(self.pos_embed, std=0.02)
+        self._init_image_head()
+        self.cond_norm.reset_parameters()
+
+    def reset_latent_maps(self) -> None:
+        """Re-initialises the two maps tied to the tokenizer's latent space and codebook:
+        `word_embed` (z -> hidden) and `image_head` (hidden -> code logits)."""
+        self._init_word_embed()
+        self._init_image_head()
+
+    def _init_word_embed(self) -> None:
+        nn.init.normal_(self.word_embed.weight, std=0.02)
+        nn.init.zeros_(self.word_embed.bias)
+
+    def _init_image_head(self) -> None:
         nn.init.normal_(self.image_head.weight, std=0.02)
         nn.init.zeros_(self.image_head.bias)
-        self.cond_norm.reset_parameters()
 
     def position_embeddings(self) -> torch.Tensor:
         """(num_input_positions, D): scale + 2-D position embedding of every input position."""
@@ -688,6 +701,33 @@ class HartVLM(HartVLMPreTrainedModel):
             model.image_tokenizer.load_state_dict(image_tokenizer.state_dict())
         model.processor = HartVLMProcessor(text_tokenizer, config)
         return model
+
+    def replace_image_tokenizer(self, tokenizer: HybridTokenizer, keep_image_maps: bool = False) -> "HartVLM":
+        """Puts a newly trained HART tokenizer of the same architecture in place of this model's,
+        to train the model again on its codes from these weights rather than from scratch.
+
+        A tokenizer trained from scratch makes a new latent space: every code id, latent and
+        residual means something else. So by default the parts that read or write that space
+        start afresh: the bridge's `word_embed` (latent -> hidden) and `image_head` (the code
+        logits), and the residual diffusion head. `keep_image_maps=True` keeps them, for a
+        tokenizer trained on from this model's own, whose codebook has barely moved although its
+        encoder now picks other codes. The backbone (text, plans, where pictures go), the text
+        rows and the scale and position embeddings (the same image layout) are always kept. A
+        tokenizer whose decoder alone was trained (codes unchanged) needs none of this: copy its
+        decoder over instead (training/swap_image_decoder.py). Returns self."""
+        if not isinstance(tokenizer, HybridTokenizer):
+            raise ValueError(f"tokenizer must be a HybridTokenizer, got {type(tokenizer).__name__}")
+        ours, theirs = self.config.image_tokenizer.to_dict(), tokenizer.config.to_dict()
+        differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        if differ:
+            raise ValueError("tokenizer must have this model's image tokenizer architecture; it differs in "
+                             + ", ".join(f"{k} ({theirs.get(k)!r}, the model's {ours.get(k)!r})" for k in differ))
+        reference = self.bridge.word_embed.weight
+        self.image_tokenizer.load_state_dict(tokenizer.state_dict())
+        if not keep_image_maps:
+            self.bridge.reset_latent_maps()
+            self.diffusion_head = ResidualDiffusionHead(self.config.head).to(reference.device, reference.dtype)
+        return self
 
 
 def _check_same_vocabulary(saved: HartVLMConfig, wanted: HartVLMConfig, path: str) -> None:

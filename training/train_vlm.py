@@ -37,7 +37,14 @@ from hart_vlm.training.runtime import TrainingResult, make_accelerator, make_opt
 class VLMTrainingConfig(TrainingConfig):
     model_preset: str = option("tiny", "HartVLMConfig preset of a model built from scratch")
     model_overrides: dict = option({}, "HartVLMConfig fields replacing the preset's (text_config: {...} for the backbone)")
-    hart_tokenizer: str | None = option(None, "trained HART tokenizer folder; the model's image config follows it")
+    hart_tokenizer: str | None = option(
+        None, "trained HART tokenizer folder; the model's image config follows it. With init_from: a new tokenizer of "
+              "the same architecture put in place of the saved model's (HartVLM.replace_image_tokenizer: the maps "
+              "into and out of its latent space and the residual head start afresh unless keep_image_maps, the "
+              "backbone is kept)")
+    keep_image_maps: bool = option(
+        False, "with init_from + hart_tokenizer: keep word_embed, image_head and the residual head, for a tokenizer "
+               "trained on from the model's own (its codebook barely moved)")
     llm: str | None = option(None, "build the model around this local transformers causal-LM folder")
     init_from: str | None = option(None, "continue training a saved HartVLM folder (e.g. SFT after pre-training)")
     attn_implementation: str = option("sdpa", "backbone attention: sdpa (CPU and GPU), flex_attention (GPU) or eager")
@@ -68,8 +75,10 @@ class VLMTrainingConfig(TrainingConfig):
             raise ValueError("give at most one of llm (build around an LLM) and init_from (a saved HartVLM)")
         if self.llm is not None and self.hart_tokenizer is None:
             raise ValueError("llm needs hart_tokenizer: a trained HART tokenizer folder to pair it with")
-        if self.init_from is not None and (self.hart_tokenizer is not None or self.model_overrides):
-            raise ValueError("an init_from model brings its own tokenizer and config; drop hart_tokenizer/model_overrides")
+        if self.init_from is not None and self.model_overrides:
+            raise ValueError("an init_from model brings its own config; drop model_overrides")
+        if self.keep_image_maps and (self.init_from is None or self.hart_tokenizer is None):
+            raise ValueError("keep_image_maps applies when init_from and hart_tokenizer are both given")
         if self.data and self.dataset is not None:
             raise ValueError("give either data (JSONL files) or dataset, not both")
         if self.mixture_examples < 1 or self.eval_examples < 0 or self.group_batches < 1:
@@ -88,6 +97,8 @@ def build_model(cfg: VLMTrainingConfig) -> HartVLM:
         model = HartVLM.from_pretrained(cfg.init_from)
         if model.processor is None:
             raise ValueError(f"{cfg.init_from!r} holds no processor; save models with HartVLM.save_pretrained")
+        if cfg.hart_tokenizer is not None:
+            model.replace_image_tokenizer(HybridTokenizer.from_pretrained(cfg.hart_tokenizer), cfg.keep_image_maps)
     elif cfg.llm is not None:
         model = HartVLM.from_components(cfg.llm, cfg.hart_tokenizer)
     else:

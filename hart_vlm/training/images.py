@@ -73,8 +73,7 @@ class AssemblyImages(Dataset):
 
     `random_colour`: the share of renders whose furniture is drawn in a uniformly random sRGB
     colour instead of its material's (colour augmentation for a tokenizer, which should keep any
-    colour it is given: with eight materials only, the default model's tokenizer learnt which
-    colours go with which furniture and decodes some held-out combinations in another material)."""
+    colour it is given; training/README.md, "Which material the pictures show", measures it)."""
 
     def __init__(self, num_images: int, size: int, split: str = "train", seed: int = 0, random_colour: float = 0.0):
         if num_images < 1:

@@ -82,25 +82,44 @@ def test_a_perfect_reconstruction_has_ssim_1_and_infinite_psnr():
             return latent
 
     images = reconstruction.assembly_images(3, 32, seed=0)
-    result = reconstruction.evaluate_set(Identity(), images, part_iou=reconstruction.assembly_part_iou(3, 32, seed=0))
+    result = reconstruction.evaluate_set(Identity(), images, assembly_score=reconstruction.assembly_scorer(3, 32, seed=0))
     for d in reconstruction.DECODINGS:
         assert torch.allclose(result.ssim[d], torch.ones(3, dtype=result.ssim[d].dtype))
         assert torch.isinf(result.psnr[d]).all()
         # the render itself: every part in place where the checker expects it
         scored = result.iou[d][~result.iou[d].isnan()]
         assert scored.numel() >= 2 and torch.allclose(scored, torch.ones_like(scored))
+        read = result.material[d][~result.material[d].isnan()]  # and drawn in the guide's own material
+        assert read.numel() >= 2 and torch.equal(read, torch.ones_like(read))
 
 
 def test_part_iou_falls_when_the_picture_loses_its_parts():
     reconstruction = load_eval("reconstruction")
-    score = reconstruction.assembly_part_iou(3, 32, seed=0)
+    score = reconstruction.assembly_scorer(3, 32, seed=0)
     images = reconstruction.assembly_images(3, 32, seed=0)
     i = 2  # guide 2 at step 2: some parts are in place
     background = ((images[i] + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     background[:] = background[0, 0]  # the corner's background colour everywhere
     from PIL import Image
 
-    assert score(i, Image.fromarray(background)) == 0.0
+    assert score(i, Image.fromarray(background)) == (0.0, None)  # no part, no material to read
+
+
+def test_material_is_wrong_when_the_furniture_is_recoloured():
+    from hart_vlm.data.assembly import MATERIALS, generate_guide, make_renderer
+
+    reconstruction = load_eval("reconstruction")
+    score = reconstruction.assembly_scorer(3, 128, seed=0)
+    i = 2
+    guide = generate_guide(i, split="heldout", seed=0, resolution=128)
+    step = guide.steps[i % len(guide.steps)]
+    iou, right = score(i, step.image)
+    assert iou == 1.0 and right is True
+    other = next(m for m in MATERIALS if m != guide.plan.material)
+    renderer = make_renderer(guide.plan.furniture, other, guide.plan.view, 128)
+    recoloured = renderer.render_states([[step.part_names.index(n) for n in step.state]])[0].image
+    iou, right = score(i, recoloured)
+    assert right is False
 
 
 def test_photo_crops_and_images():
@@ -115,7 +134,8 @@ def test_assembly_rows_carry_part_iou_and_photo_rows_do_not(tiny_run):
     _, result, _ = tiny_run
     for r in result["sets"]["assembly_heldout"]["rows"]:
         assert 0 <= r["iou"] <= 1 and r["iou_count"] >= 1
-    assert all("iou" not in r for r in result["sets"]["photos"]["rows"])
+        assert r["material_count"] == 0 or 0 <= r["material_accuracy"] <= 1
+    assert all("iou" not in r and "material_accuracy" not in r for r in result["sets"]["photos"]["rows"])
 
 
 def test_a_baseline_is_evaluated_on_the_same_images_in_the_same_run(tmp_path):

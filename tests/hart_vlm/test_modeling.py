@@ -328,3 +328,41 @@ def test_jsonl_rows_become_model_inputs(tmp_path, tiny_model):
     n_images = sum(item["type"] == "image" for row in rows for m in row["messages"] for item in m["content"])
     assert batch["pixel_values"].shape == (n_images, 3, 32, 32)
     assert torch.isfinite(tiny_model(**batch).loss)
+
+
+def test_replace_image_tokenizer_keeps_the_backbone_and_restarts_the_latent_maps(text_tokenizer):
+    from hart.tokenizer import HybridTokenizer
+    from hart.tokenizer_config import HybridTokenizerConfig
+
+    model = build_tiny(text_tokenizer, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(7)
+    new = HybridTokenizer(model.config.image_tokenizer)
+    assert model.replace_image_tokenizer(new) is model
+    after = model.state_dict()
+    for name, tensor in new.state_dict().items():
+        assert torch.equal(after[f"image_tokenizer.{name}"], tensor)
+    for name in before:
+        if name.startswith(("backbone.", "bridge.scale_embed", "bridge.pos_embed", "bridge.cond_norm")):
+            assert torch.equal(after[name], before[name]), name
+    for name in ("bridge.word_embed.weight", "bridge.image_head.weight"):  # re-drawn, not kept
+        assert not torch.equal(after[name], before[name]) and after[name].std() < 0.03
+    assert torch.equal(after["bridge.image_head.bias"], torch.zeros_like(after["bridge.image_head.bias"]))
+    head = [n for n in before if n.startswith("diffusion_head.")]
+    assert any(not torch.equal(after[n], before[n]) for n in head)
+    # still a working model: a loss on an interleaved conversation
+    batch = model.processor(interleaved_conversation())
+    assert torch.isfinite(model(**batch).loss)
+
+    # keep_image_maps: a tokenizer trained on from the model's own; only the tokenizer changes
+    kept = build_tiny(text_tokenizer, seed=0)
+    kept.replace_image_tokenizer(new, keep_image_maps=True)
+    for name, tensor in kept.state_dict().items():
+        expected = new.state_dict()[name[len("image_tokenizer."):]] if name.startswith("image_tokenizer.") else before[name]
+        assert torch.equal(tensor, expected), name
+
+    other = HybridTokenizerConfig.from_dict({**model.config.image_tokenizer.to_dict(), "vocab_size": 77})
+    with pytest.raises(ValueError, match=r"image tokenizer architecture; it differs in vocab_size \(77"):
+        model.replace_image_tokenizer(HybridTokenizer(other))
+    with pytest.raises(ValueError, match="tokenizer must be a HybridTokenizer"):
+        model.replace_image_tokenizer("runs/tokenizer")

@@ -93,14 +93,26 @@ def test_shipped_yaml_configs_are_valid_for_their_recipe(recipe, config_file, ti
     assert cfg.output_dir.startswith("runs/")
 
 
-DECODER_CONFIGS = [n for n in SHIPPED_CONFIGS
-                   if n.startswith("tokenizer_") and yaml.safe_load((CONFIGS / n).read_text()).get("init_from")]
+# tokenizer configs that train on from a packaged model's tokenizer and change its codes; the unified model
+# must then learn them (a train_vlm config with init_from and this hart_tokenizer)
+CODE_CHANGING_CONFIGS = ["tokenizer_default_cpu_encoder.yaml"]
+DECODER_CONFIGS = [n for n in SHIPPED_CONFIGS if n.startswith("tokenizer_") and n not in CODE_CHANGING_CONFIGS
+                   and yaml.safe_load((CONFIGS / n).read_text()).get("init_from")]
 
 
 def test_the_decoder_phases_of_the_default_model_are_all_found():
     # the two shipped phases and the ones on random colours and on drawn pairs (measured, not shipped)
     assert DECODER_CONFIGS == ["tokenizer_default_cpu_decoder.yaml", "tokenizer_default_cpu_decoder2.yaml",
                                "tokenizer_default_cpu_decoder_colour.yaml", "tokenizer_default_cpu_decoder_drawn.yaml"]
+
+
+@pytest.mark.parametrize("config_file", CODE_CHANGING_CONFIGS)
+def test_a_tokenizer_config_that_changes_codes_has_a_unified_model_config_that_learns_them(config_file):
+    values = yaml.safe_load((CONFIGS / config_file).read_text())
+    assert values["init_from"] and values["hybrid_start_step"] > 0  # the encoder trains before the hybrid stage
+    model = f"{values['output_dir']}/model"
+    users = [yaml.safe_load((CONFIGS / n).read_text()) for n in SHIPPED_CONFIGS if n.startswith("vlm_")]
+    assert any(u.get("hart_tokenizer") == model and u.get("init_from") for u in users), model
 
 
 @pytest.mark.parametrize("config_file", DECODER_CONFIGS)

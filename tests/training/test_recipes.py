@@ -271,3 +271,21 @@ def test_train_vlm_takes_a_trained_hart_tokenizer_and_a_pretrained_llm(tmp_path)
                                                                  str(tmp_path / "tok"), "--max-steps", "1"])
     assert result.model.backbone.config.num_hidden_layers == 1
     assert HartVLM.from_pretrained(tmp_path / "b" / "model").processor is not None
+
+
+def test_train_vlm_from_a_saved_model_with_a_new_tokenizer(tmp_path, tiny_vlm_dir):
+    old = HartVLM.from_pretrained(tiny_vlm_dir)
+    torch.manual_seed(5)
+    new = HybridTokenizer(old.image_tokenizer.config)
+    new.save_pretrained(tmp_path / "tokenizer")
+    run_recipe("train_vlm", ["--init-from", str(tiny_vlm_dir), "--hart-tokenizer", str(tmp_path / "tokenizer"),
+                             "--output-dir", str(tmp_path / "run"), "--max-steps", "2", "--batch-size", "2",
+                             "--mixture-examples", "8", "--eval-every", "0"])
+    assert all(math.isfinite(m["loss"]) for m in metrics(tmp_path / "run") if m["split"] == "train")
+    trained = HartVLM.from_pretrained(tmp_path / "run" / "model")
+    for name, tensor in new.state_dict().items():  # the new tokenizer, frozen while the model trained
+        assert torch.equal(trained.image_tokenizer.state_dict()[name], tensor), name
+    with pytest.raises(ValueError, match="keep_image_maps applies when init_from and hart_tokenizer are both given"):
+        load_recipe("train_vlm").VLMTrainingConfig(init_from=str(tiny_vlm_dir), keep_image_maps=True)
+    with pytest.raises(ValueError, match="drop model_overrides"):
+        load_recipe("train_vlm").VLMTrainingConfig(init_from=str(tiny_vlm_dir), model_overrides={"image_context_block": False})

@@ -1,15 +1,15 @@
 """Does the frozen encoder keep the colour? A linear probe (logistic regression) on the mean continuous latent
 (and on the mean f_hat) over the furniture cells: trained on training-guide renders, tested on held-out renders.
 Usage: python evals/results/not_shipped_decoder_colour/latent_probe.py MODEL [N_TRAIN] [N_TEST]
+MODEL: a saved HartVLM folder, a tokenizer folder or `default` (hart_vlm.default_model.load_image_tokenizer)
 (run from the repository root; the output of "runs/vlm_longer5k_d2/model 1200 150", the shipped model in fp32, is in
 latent_probe.txt beside it; pixels: the median colour of the furniture pixels, the same probe)."""
 import sys
 import numpy as np, torch
-from hart_vlm import HartVLM
+from hart_vlm.default_model import load_image_tokenizer
 from hart_vlm.data.assembly import generate_guide, MATERIALS
 
-model = HartVLM.from_pretrained(sys.argv[1]).float().eval()
-tok = model.image_tokenizer
+tok = load_image_tokenizer(sys.argv[1]).float().eval()
 n_train = int(sys.argv[2]) if len(sys.argv) > 2 else 400
 n_test = int(sys.argv[3]) if len(sys.argv) > 3 else 100
 names = list(MATERIALS)
