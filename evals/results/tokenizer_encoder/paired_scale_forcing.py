@@ -9,17 +9,20 @@ def rows(d):
         out[(r["forced_scales"], r["use_residual"])] = r
     return out
 ra, rb = rows(a), rows(b)
-for key in ra:
-    if key not in rb: continue
+def compare(label, stories_a, stories_b):
     for m in ("iou", "psnr", "material"):
-        x = np.array([s[m] if s[m] is not None else np.nan for s in ra[key]["per_story"]], float)
-        y = np.array([s[m] if s[m] is not None else np.nan for s in rb[key]["per_story"]], float)
+        x = np.array([s.get(m) if s.get(m) is not None else np.nan for s in stories_a], float)
+        y = np.array([s.get(m) if s.get(m) is not None else np.nan for s in stories_b], float)
         ok = ~np.isnan(x) & ~np.isnan(y)
+        if not ok.any():  # a file written before the metric existed
+            print(label, m, "not in both files")
+            continue
         p = wilcoxon(x[ok], y[ok]).pvalue if (x[ok] != y[ok]).any() else 1.0
-        print(key, m, f"{np.nanmean(x):.3f} -> {np.nanmean(y):.3f}  p={p:.2g}  n={ok.sum()}")
+        print(label, m, f"{np.nanmean(x[ok]):.3f} -> {np.nanmean(y[ok]):.3f}  p={p:.2g}  n={ok.sum()}")
+
+
+for key in ra:
+    if key in rb:
+        compare(key, ra[key]["per_story"], rb[key]["per_story"])
 for name in ("hybrid", "discrete"):
-    for m in ("iou", "psnr", "material"):
-        x = np.array([s[m] if s[m] is not None else np.nan for s in a["references"][name]["per_story"]], float)
-        y = np.array([s[m] if s[m] is not None else np.nan for s in b["references"][name]["per_story"]], float)
-        ok = ~np.isnan(x) & ~np.isnan(y)
-        print("ref", name, m, f"{np.nanmean(x):.3f} -> {np.nanmean(y):.3f}  p={wilcoxon(x[ok], y[ok]).pvalue:.2g}")
+    compare(f"ref {name}", a["references"][name]["per_story"], b["references"][name]["per_story"])
