@@ -265,6 +265,22 @@ def record_tables(value: Any, prefix: str = "") -> list[tuple[str, list[str]]]:
     return [(prefix or "records", lines)]
 
 
+def limitations_section(text: str) -> list[str]:
+    return ["## Limitations", "", text.strip(), ""]
+
+
+def evaluation_section(paths: list[str]) -> list[str]:
+    """The card's "## Evaluation" section: every JSON file's scalar fields, then its record tables."""
+    lines = ["## Evaluation", ""]
+    for path in paths:
+        doc = json.loads(Path(path).read_text())
+        lines += [f"`{path}`:", "", "| metric | value |", "| --- | --- |",
+                  *(f"| {k} | {v} |" for k, v in flatten(doc)), ""]
+        for key, table in record_tables(doc):
+            lines += [f"`{key}`:", "", *table, ""]
+    return lines
+
+
 def model_card(model: HartVLM, facts: ModelCardFacts, shards: dict[str, int], diff: float, seconds: float,
                cfg: PackageConfig) -> str:
     c = model.config
@@ -327,15 +343,9 @@ def model_card(model: HartVLM, facts: ModelCardFacts, shards: dict[str, int], di
     for path in facts.configs:
         lines += [f"`{path}`:", "", "```yaml", Path(path).read_text().rstrip(), "```", ""]
     if facts.limitations:
-        lines += ["## Limitations", "", facts.limitations.strip(), ""]
+        lines += limitations_section(facts.limitations)
     if facts.eval_results:
-        lines += ["## Evaluation", ""]
-        for path in facts.eval_results:
-            doc = json.loads(Path(path).read_text())
-            lines += [f"`{path}`:", "", "| metric | value |", "| --- | --- |",
-                      *(f"| {k} | {v} |" for k, v in flatten(doc)), ""]
-            for key, table in record_tables(doc):
-                lines += [f"`{key}`:", "", *table, ""]
+        lines += evaluation_section(facts.eval_results)
     lines += [
         "## Packaging check",
         "",

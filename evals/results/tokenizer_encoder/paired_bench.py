@@ -31,6 +31,8 @@ for key in keys:
         vc[0] += ra["valid_complete_rate"] * ra["stories"]
         vc[1] += rb["valid_complete_rate"] * rb["stories"]
         vc[2] += ra["stories"]
+    if not vc[2]:
+        continue  # a row that no after-file has
     out = [key[0], "on" if key[1] else "off", f"{vc[2]} stories"]
     for m in x:
         a, b = np.array(x[m], float), np.array(y[m], float)
