@@ -35,7 +35,7 @@ demo: install
 	fi
 
 # The CPU benchmarks (each prints its machine and a table; results in evals/). The assembly
-# benchmark of the default model takes longer: python evals/assembly_bench.py --num 50 --cfg 0 2 4.5 --steps free
+# benchmark of the default model takes longer: python evals/assembly_bench.py --num 50 --cfg 0 3 4.5 --steps free
 bench: install-dev
 	$(PYTHON) evals/speed.py --quick
 	$(PYTHON) evals/head_speed.py

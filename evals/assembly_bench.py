@@ -2,7 +2,7 @@
 (issue 9).
 
     python evals/assembly_bench.py                      # the embedded default model, 50 prompts
-    python evals/assembly_bench.py --model PATH --num 20 --cfg 0 2 4.5
+    python evals/assembly_bench.py --model PATH --num 20 --cfg 0 3 4.5
     python evals/assembly_bench.py --temperature 0.7 --json F --plot P  # sampled text (default: greedy)
     python evals/assembly_bench.py --varied-prompts     # the same guides, asked for as users word it
     python evals/assembly_bench.py --decoding free      # only free decoding (default: follow-plan and free)
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     rec.add_model_arguments(parser)
     parser.add_argument("--num", type=int, default=50, help="held-out prompts")
-    parser.add_argument("--cfg", type=float, nargs="+", default=[0.0, 2.0, 4.5], help="classifier-free guidance sweep")
+    parser.add_argument("--cfg", type=float, nargs="+", default=[0.0, 3.0, 4.5], help="classifier-free guidance sweep (3: generate_story's default; 4.5: HART's)")
     parser.add_argument("--tolerance", type=float, default=24.0,
                         help="largest RGB distance (0-255 units) at which a kept pixel counts as unchanged")
     parser.add_argument("--steps", nargs="+", choices=STEP_MODES, default=list(STEP_MODES), dest="step_modes",

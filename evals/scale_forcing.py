@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num", type=int, default=20, help="held-out guides")
     parser.add_argument("--forced", type=int, nargs="+", default=None,
                         help="numbers of leading scales copied from the render (default: 0 to K, every one)")
-    parser.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance (generate_story's default)")
+    parser.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance (4.5: HART's, as in the records of evals/results/scale_forcing/; generate_story's default is now 3)")
     parser.add_argument("--overview", action=argparse.BooleanOptionalAction, default=True,
                         help="open the true answer with the overview line, as models trained with guide_overview "
                              "write it (default: on, as the embedded default model was trained)")

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> Path:
                         help="word the requests in many ways, as the default model's last phases were trained")
     parser.add_argument("--overview", action=argparse.BooleanOptionalAction, default=True,
                         help="answers open with the plan line, as the default model writes them")
-    parser.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance (generate_story's default)")
+    parser.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance (4.5: HART's, and generate_story's default when the shipped recipes ran)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the drawing")
     parser.add_argument("--save-every", type=int, default=100, help="save after this many drawn guides")
     args = parser.parse_args(argv)

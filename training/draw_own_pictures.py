@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> Path:
                         help="the run's optimizer steps whose guides get own pictures")
     parser.add_argument("--out", required=True, help="the own-pictures file to write (safetensors)")
     parser.add_argument("--prob", type=float, default=0.5, help="share of those guides that get own pictures")
-    parser.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance (generate_story's default)")
+    parser.add_argument("--cfg", type=float, default=4.5, help="classifier-free guidance (4.5: HART's, and generate_story's default when the shipped recipes ran)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cuts and of the drawing")
     parser.add_argument("--save-every", type=int, default=50, help="save after this many drawn guides")
     parser.add_argument("--limit", type=int, default=None, help="draw at most this many guides (a trial)")

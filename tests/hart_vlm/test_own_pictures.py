@@ -53,7 +53,7 @@ def test_drawn_pictures_are_the_forwards_greedy_codes_after_themselves(text_toke
 def test_drawing_goes_on_from_the_same_pictures_and_checks_its_input(text_tokenizer):
     model = build_tiny(text_tokenizer)
     conversation = answer_pictures(1)
-    sampling = SamplingConfig(cfg=4.5)  # guidance and the residual head, as generate_story draws
+    sampling = SamplingConfig(cfg=4.5)  # guidance and the residual head, as training/draw_own_pictures.py draws
     one = draw_own_inputs(model, conversation, 1, sampling, torch.Generator().manual_seed(5))
     two = draw_own_inputs(model, conversation, 2, sampling, torch.Generator().manual_seed(5))
     torch.testing.assert_close(two[:1], one, rtol=0, atol=0)
