@@ -13,7 +13,7 @@ Data flow (DESIGN.md §1-4), top to bottom in this file:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -560,6 +560,7 @@ class HartVLM(HartVLMPreTrainedModel):
         plan, ends the answer when the plan is done, and does nothing to an answer without one.
         None writes every step as first sampled; any callable is used as given."""
         from .events import Done
+        from .sampling import SamplingConfig
         from .story import Story
 
         if not isinstance(prompt, str) or not prompt.strip():
@@ -583,7 +584,10 @@ class HartVLM(HartVLMPreTrainedModel):
                 on_event(event)
             if isinstance(event, Done):
                 response = event.response
-        metadata = {"seed": seed, **sampling, "step_check": None if step_check is None else repr(step_check)}
+        # every sampling setting in effect, defaults included, so that a saved story says how it was made
+        # even after a default changes (SamplingConfig.cfg was 4.5 before it became 3)
+        settings = asdict(SamplingConfig.from_kwargs(**sampling))
+        metadata = {"seed": seed, **settings, "step_check": None if step_check is None else repr(step_check)}
         return Story.from_parts(prompt, response.parts, metadata=metadata)
 
     # -- saving and loading (the processor travels with the weights) --------------------------

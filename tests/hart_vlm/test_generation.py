@@ -181,6 +181,18 @@ def test_a_story_is_written_greedily_unless_a_temperature_is_given(tiny_model):
     assert hot.metadata["temperature"] == 1.5
 
 
+def test_a_story_records_every_sampling_setting_in_effect(tiny_model, tmp_path):
+    kwargs = {"num_steps": 1, "seed": 3, "max_new_tokens": 24, "force_image_after": EVERY_FEW_TOKENS}
+    story = tiny_model.generate_story("How do I assemble a stool?", **kwargs)
+    defaults = SamplingConfig()
+    for name in ("cfg", "diffusion_cfg", "image_top_k", "diffusion_steps", "step_retries"):
+        assert story.metadata[name] == getattr(defaults, name)  # defaults recorded, not only what was passed
+    guided = tiny_model.generate_story("How do I assemble a stool?", cfg=defaults.cfg + 1.5, **kwargs)
+    assert guided.metadata["cfg"] == defaults.cfg + 1.5
+    guided.save(tmp_path / "s")
+    assert json.loads((tmp_path / "s" / "story.json").read_text())["metadata"]["image_top_k"] == list(defaults.image_top_k)
+
+
 class _Checks:
     """A step check that answers from a script and records what it was asked."""
 
