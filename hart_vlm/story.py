@@ -61,7 +61,7 @@ def _prepare_dir(dir: str | os.PathLike) -> Path:
     return folder
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Writes to a temporary file in the same folder, then renames it over `path`, so a reader
     never sees a half-written file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -203,13 +203,13 @@ class ChatResponse:
             else:
                 n_images += 1
                 name = self.image_name(n_images)
-                _atomic_write(folder / name, _png_bytes(part))
+                atomic_write(folder / name, _png_bytes(part))
                 entries.append({"type": "image", "image": name})
                 body.append(f"<figure>{_img_tag(part, name)}</figure>")
         body.append("</div>")
         record = {"format": "hart-vlm-response", "version": 1, "parts": entries}
-        _atomic_write(folder / "response.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
-        _atomic_write(folder / "index.html", _html_page("Response", "\n".join(body)).encode())
+        atomic_write(folder / "response.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
+        atomic_write(folder / "index.html", _html_page("Response", "\n".join(body)).encode())
         return folder
 
     @classmethod
@@ -395,13 +395,13 @@ class Story:
         for k, step in enumerate(self.steps, start=1):
             name = self.image_name(k) if step.image is not None else None
             if name:
-                _atomic_write(folder / name, _png_bytes(step.image))
+                atomic_write(folder / name, _png_bytes(step.image))
             steps_json.append({"text": step.text, "image": name})
         record = {"format": "hart-vlm-story", "version": 1, "prompt": self.prompt, "intro": self.intro,
                   "steps": steps_json, "metadata": metadata_json}
-        _atomic_write(folder / "storyboard.png", _png_bytes(self.storyboard()))
-        _atomic_write(folder / "story.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
-        _atomic_write(folder / "index.html", self.to_html().encode())
+        atomic_write(folder / "storyboard.png", _png_bytes(self.storyboard()))
+        atomic_write(folder / "story.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
+        atomic_write(folder / "index.html", self.to_html().encode())
         return folder
 
     @classmethod

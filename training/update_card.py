@@ -11,13 +11,12 @@ it is. The card is written atomically (a temporary file, then a rename).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from hart_vlm.default_model import default_model_path
 from hart_vlm.scripts import load_script
+from hart_vlm.story import atomic_write
 from hart_vlm.training.config import option, run_cli
 
 _package = load_script(Path(__file__).resolve().parent / "package_default.py", "training_package_default")
@@ -68,15 +67,7 @@ def update_card(cfg: UpdateCardConfig) -> Path:
         lines = replace_section(lines, "## Limitations", limitations_section(cfg.limitations))
     if cfg.eval_results:
         lines = replace_section(lines, "## Evaluation", evaluation_section(cfg.eval_results))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write("\n".join(lines))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, "\n".join(lines).encode())
     print(f"updated {path}" + (": limitations" if cfg.limitations is not None else "")
           + (f"; evaluation from {len(cfg.eval_results)} file(s)" if cfg.eval_results else ""))
     return path

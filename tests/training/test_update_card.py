@@ -36,8 +36,8 @@ Loaded back.
 """
 
 
-def _bench(tmp_path, name="bench.json", iou=0.5):
-    path = tmp_path / name
+def _bench(tmp_path, iou=0.5):
+    path = tmp_path / "bench.json"
     path.write_text(json.dumps({"command": "python evals/assembly_bench.py",
                                 "rows": [{"cfg": 3.0, "iou": iou, "per_story": [{"iou": iou}]}]}))
     return str(path)
