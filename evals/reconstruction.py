@@ -92,6 +92,9 @@ def add_image_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: SamplingConfig's)")
     parser.add_argument("--image-candidates", type=int, default=None,
                         help="pictures drawn per image, the most likely kept (default: SamplingConfig's, 1)")
+    parser.add_argument("--image-context", choices=("all", "text"), default=None,
+                        help="'text': no picture is read but by itself, each drawn from the text alone "
+                             "(models trained with text_context_prob; default: SamplingConfig's, 'all')")
 
 
 def image_sampling(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
@@ -109,7 +112,8 @@ def image_sampling(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     return {k: v for k, v in (("image_top_k", args.image_top_k), ("image_top_k_switch", args.image_top_k_switch),
                               ("diffusion_cfg", args.diffusion_cfg),
                               ("diffusion_temperature", args.diffusion_temperature),
-                              ("image_candidates", args.image_candidates)) if v is not None}
+                              ("image_candidates", args.image_candidates),
+                              ("image_context", args.image_context)) if v is not None}
 
 
 def load_model(parser: argparse.ArgumentParser, path: Path | None, device: torch.device):

@@ -254,6 +254,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.cfg < 0:
         parser.error(f"--cfg must be >= 0, got {args.cfg}")
     sampling = rec.image_sampling(parser, args)
+    if sampling.get("image_context") == "text":
+        parser.error("--image-context text does not apply here: the earlier steps' pictures are given ones, "
+                     "which every picture reads (measure it with evals/assembly_bench.py)")
     device = torch.device(args.device)
     model, source, is_default = rec.load_model(parser, args.model, device)
     K = model.layout.num_scales

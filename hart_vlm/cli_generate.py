@@ -34,6 +34,9 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--image-candidates", type=int, default=None,
                         help="pictures drawn per image, the most likely kept (default: 1)")
+    parser.add_argument("--image-context", choices=("all", "text"), default=None,
+                        help="'text': each picture drawn from the text before it alone, read by nothing after it "
+                             "(models trained with text_context_prob; default: 'all')")
     parser.add_argument("--discrete-only", action="store_true", help="decode without the residual diffusion head")
     parser.add_argument("--max-images", type=int, default=None, help="at most this many images per answer")
     parser.add_argument("--force-image-after", default=None, metavar="REGEX",
@@ -52,7 +55,8 @@ def _load(args):
 
 def _sampling(args) -> dict:
     out = {}
-    for name in ("cfg", "temperature", "max_new_tokens", "max_images", "force_image_after", "image_candidates"):
+    for name in ("cfg", "temperature", "max_new_tokens", "max_images", "force_image_after", "image_candidates",
+                 "image_context"):
         value = getattr(args, name)
         if value is not None:
             out[name] = value

@@ -67,6 +67,11 @@ class HartVLMConfig(PreTrainedConfig):
             diffusion loss). Later text and pictures thus learn to follow pictures with the
             model's own mistakes, as at generation (scheduled sampling, Bengio et al. 2015, in one
             parallel pass, Duckworth et al. 2019). 0 (the default) turns it off.
+        text_context_prob: during training, in this share of the conversations whose pictures are
+            all targets, no picture is read by anything but itself: every picture is learned from
+            the text before it alone, and the text after it does not see it. Generation with
+            `SamplingConfig(image_context="text")` works this way, so that a picture cannot inherit
+            an earlier picture's mistakes. 0 (the default) turns it off.
     """
 
     model_type = "hart_vlm"
@@ -89,6 +94,7 @@ class HartVLMConfig(PreTrainedConfig):
     code_corruption_top_k: int = 8
     own_context_prob: float = 0.0
     own_context_top_k: int = 600
+    text_context_prob: float = 0.0
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
@@ -127,6 +133,8 @@ class HartVLMConfig(PreTrainedConfig):
             raise ValueError(f"own_context_prob must be in [0, 1], got {self.own_context_prob}")
         if not (isinstance(self.own_context_top_k, int) and self.own_context_top_k >= 0):
             raise ValueError(f"own_context_top_k must be an int >= 0 (0: no top-k filter), got {self.own_context_top_k!r}")
+        if not 0.0 <= self.text_context_prob <= 1.0:
+            raise ValueError(f"text_context_prob must be in [0, 1], got {self.text_context_prob}")
         self.layout  # validates the scale schedule
 
     # -- typed views of the nested configs --------------------------------------------------------

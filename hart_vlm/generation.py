@@ -13,6 +13,11 @@ guidance doubles the rows: row b + B is the unconditional twin of row b; it is f
 inputs, but while an image is drawn its attention mask hides everything before that image's
 `<|image_start|>` (the same view that context dropout gives during training).
 
+With `image_context="text"` (for models trained with `HartVLMConfig.text_context_prob`) a finished
+picture's positions are masked out of every row's view once its context block is fed, so its
+`<|image_end|>`, the text after it and the later pictures never read it: each picture is drawn
+from the text before it alone.
+
 Best of N (`image_candidates`): a picture's code pyramid is drawn N times from the same context,
 each candidate on cache positions the others cannot see, and the one with the highest unguided
 log-likelihood is kept; the others' positions are dropped from the cache before the residual head.
@@ -433,6 +438,11 @@ class InterleavedGenerator:
         if layout.context_block:
             ctx = model.embed_image_inputs(latent.flatten(2).transpose(1, 2).to(h.dtype), positions=layout.input_block(K))
             tail = torch.cat([ctx, tail], dim=1)
+        if s.image_context == "text":  # nothing after the picture reads its positions, <|image_end|> included
+            if layout.context_block:
+                self._feed_rows(compute_rows, tail[:, :-1])
+            self.mask[compute_rows, start_col:] = 0
+            tail = tail[:, -1:]
         h_end = self._feed_rows(compute_rows, tail, last_is_text=True)[:, -1]
         if self.cfg_on:
             twins = rows + self.B

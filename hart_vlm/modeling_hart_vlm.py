@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache
-from transformers.masking_utils import create_causal_mask
+from transformers.masking_utils import and_masks, create_causal_mask
 from transformers.utils import ModelOutput
 
 from hart.diffusion_head import ResidualDiffusionHead
@@ -288,16 +288,24 @@ class HartVLM(HartVLMPreTrainedModel):
         past_key_values: Cache | None = None,
         context_start: torch.Tensor | None = None,
         use_cache: bool = False,
+        image_of: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Cache | None]:
         """Runs the backbone's decoder on `inputs_embeds` (B, q, D) with the block-causal rule.
 
         attention_mask (B, past + q) marks real positions (1) and padding (0); block_ids (B, past + q)
         gives TEXT_BLOCK for causal positions and a shared id >= 0 for every position of one scale
         block; context_start (B, past + q), optional, is the first key position each query may see
-        (used to hide an image's context for classifier-free guidance). Returns the final hidden
-        states (B, q, D) (after the backbone's last norm) and the cache.
+        (used to hide an image's context for classifier-free guidance); image_of (B, past + q),
+        optional, is -i on the input positions of image i (its scales and context block) whose
+        pictures no other position may read, 0 elsewhere.
+        Returns the final hidden states (B, q, D) (after the backbone's last norm) and the cache.
         """
-        and_mask = None if context_start is None else _context_start_mask(context_start)
+        masks = []
+        if context_start is not None:
+            masks.append(_context_start_mask(context_start))
+        if image_of is not None:
+            masks.append(_text_context_mask(image_of))
+        and_mask = None if not masks else masks[0] if len(masks) == 1 else and_masks(*masks)
 
         mask = create_causal_mask(
             config=self.backbone.config,
@@ -398,8 +406,14 @@ class HartVLM(HartVLMPreTrainedModel):
                 for b, p in starts[drop].tolist():
                     context_start[b, p : p + span] = p
 
+        # ... and in some rows no picture is read by anything but itself: each is drawn from text alone
+        image_of = None
+        if self.training and self.config.text_context_prob > 0 and n_images:
+            image_of = self._text_context_spans(input_ids, starts, is_target, generator)
+
         # 3. backbone
-        hidden_BLD, _ = self.run_backbone(embeds_BLD, attention_mask, block_ids, position_ids, context_start=context_start)
+        hidden_BLD, _ = self.run_backbone(embeds_BLD, attention_mask, block_ids, position_ids,
+                                          context_start=context_start, image_of=image_of)
         logits = torch.cat([self.text_logits(hidden_BLD), self.image_logits(hidden_BLD)], dim=-1)
 
         # 4. losses
@@ -420,6 +434,27 @@ class HartVLM(HartVLMPreTrainedModel):
             logits=logits,
             hidden_states=hidden_BLD,
         )
+
+    def _text_context_spans(self, input_ids, starts, is_target, generator) -> torch.Tensor | None:
+        """Chooses the rows whose pictures are learned from text alone (config.text_context_prob;
+        only rows whose every picture is a target, so a user's picture is always read) and returns
+        `image_of` (B, L) for `run_backbone`, or None if none is chosen."""
+        rows = starts[:, 0]
+        B = input_ids.shape[0]
+        has_target = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+        has_target[rows[is_target]] = True
+        has_read_only = torch.zeros_like(has_target)
+        has_read_only[rows[~is_target]] = True
+        chance = torch.rand(B, device=input_ids.device, generator=generator)
+        chosen = has_target & ~has_read_only & (chance < self.config.text_context_prob)
+        if not bool(chosen.any()):
+            return None
+        image_of = torch.zeros_like(input_ids)
+        n = self.layout.num_input_positions
+        for i, (b, p) in enumerate(starts.tolist()):
+            if chosen[b]:
+                image_of[b, p + 1 : p + 1 + n] = -(i + 1)
+        return image_of
 
     def _check_context_images(self, mask: torch.Tensor | None, inputs: torch.Tensor | None, n_images: int) -> None:
         if mask is None or inputs is None:
@@ -750,6 +785,17 @@ def _check_same_vocabulary(saved: HartVLMConfig, wanted: HartVLMConfig, path: st
     diff = [f"{k}: checkpoint {a[k]} vs config {b[k]}" for k in a if a[k] != b[k]]
     if diff:
         raise ValueError(f"the checkpoint in {path!r} has another vocabulary or image layout than the given config: " + "; ".join(diff))
+
+
+def _text_context_mask(image_of_BL: torch.Tensor):
+    """A transformers mask function: the input positions of an image marked in image_of (< 0) are
+    seen by that image's own positions only."""
+
+    def inner(batch_idx, head_idx, q_idx, kv_idx):
+        kv_img = image_of_BL[batch_idx, kv_idx]
+        return (kv_img == 0) | (kv_img == image_of_BL[batch_idx, q_idx])
+
+    return inner
 
 
 def _context_start_mask(context_start_BL: torch.Tensor):

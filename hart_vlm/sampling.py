@@ -48,6 +48,10 @@ class SamplingConfig:
     diffusion_temperature: float = 1.0
     use_residual: bool = True  # False: discrete-only decoding (an ablation)
     image_mode: Literal["next_scale", "raster"] = "next_scale"
+    # "all": a picture is read by everything after it; "text": by nothing but itself, so every picture
+    # is drawn from the text before it alone and cannot inherit an earlier picture's mistakes (for
+    # models trained with HartVLMConfig.text_context_prob; a user's pictures are read as always)
+    image_context: Literal["all", "text"] = "all"
     # control
     max_images: int | None = None
     # A regular expression; whenever the text since the last image matches it (re.search), the
@@ -84,6 +88,10 @@ class SamplingConfig:
             raise ValueError(f"image_candidates must be an int >= 1, got {self.image_candidates!r}")
         if self.image_candidates > 1 and self.image_mode == "raster":
             raise ValueError("image_candidates > 1 needs image_mode='next_scale' (raster decoding draws one picture)")
+        if self.image_context not in ("all", "text"):
+            raise ValueError(f"image_context must be 'all' or 'text', got {self.image_context!r}")
+        if self.image_context == "text" and self.image_mode == "raster":
+            raise ValueError("image_context='text' needs image_mode='next_scale'")
         if self.image_mode not in IMAGE_MODES:
             raise ValueError(f"image_mode must be one of {IMAGE_MODES}, got {self.image_mode!r}")
         if self.preview_every is not None and self.preview_every < 0:

@@ -66,6 +66,8 @@ class VLMTrainingConfig(TrainingConfig):
                                            "with mistakes their later scales correct (HartVLMConfig); None keeps it")
     own_context: float | None = option(None, "set the model's own_context_prob: images that later images read are "
                                        "replaced by codes the model draws (HartVLMConfig); None keeps it")
+    text_context: float | None = option(None, "set the model's text_context_prob: in this share of the story "
+                                        "conversations no picture is read but by itself (HartVLMConfig); None keeps it")
     own_pictures: str | None = option(None, "a file of training/draw_own_pictures.py: the first pictures of the mixture "
                                       "guides it names are the model's own, drawn as at generation (context only)")
 
@@ -87,6 +89,8 @@ class VLMTrainingConfig(TrainingConfig):
             raise ValueError(f"code_corruption must be in [0, 1] (or None), got {self.code_corruption}")
         if self.own_context is not None and not 0.0 <= self.own_context <= 1.0:
             raise ValueError(f"own_context must be in [0, 1] (or None), got {self.own_context}")
+        if self.text_context is not None and not 0.0 <= self.text_context <= 1.0:
+            raise ValueError(f"text_context must be in [0, 1] (or None), got {self.text_context}")
         if self.own_pictures is not None and (self.data or self.dataset is not None):
             raise ValueError("own_pictures are drawn for the procedural assembly mixture; drop data/dataset or own_pictures")
 
@@ -116,6 +120,8 @@ def build_model(cfg: VLMTrainingConfig) -> HartVLM:
         model.config.code_corruption_prob = cfg.code_corruption
     if cfg.own_context is not None:
         model.config.own_context_prob = cfg.own_context
+    if cfg.text_context is not None:
+        model.config.text_context_prob = cfg.text_context
     model.backbone.set_attn_implementation(cfg.attn_implementation)
     model.image_tokenizer.requires_grad_(False)
     # fp32 master weights whatever the checkpoint's dtype; mixed precision is autocast's job

@@ -134,6 +134,47 @@ def test_best_of_n_keeps_the_most_likely_picture_and_only_it_stays_in_the_cache(
         torch.testing.assert_close(x.keys, y.keys, rtol=1e-4, atol=1e-5)
 
 
+class _FirstPictureChanged(InterleavedGenerator):
+    """Draws the first picture's codes shifted by one codebook entry, the rest as sampled."""
+
+    def _sample_codes(self, h, k):
+        codes = super()._sample_codes(h, k)
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls <= self.layout.num_scales:
+            codes = (codes + 1) % self.tok.config.vocab_size
+        return codes
+
+
+@pytest.mark.parametrize("use_residual", [False, True])
+def test_text_context_draws_each_picture_from_the_text_alone(tiny_model, use_residual):
+    """image_context="text": what the first picture shows changes nothing after it (text, later
+    pictures), as the training mask of text_context_prob has it; with "all" it does."""
+    sampling = dict(max_new_tokens=40, force_image_after=EVERY_FEW_TOKENS, max_images=2, use_residual=use_residual)
+    inputs = tiny_model.processor([QUESTION], add_generation_prompt=True, padding_side="left")
+    args = (inputs["input_ids"], inputs["attention_mask"], None)
+
+    def answers(context: str):
+        config = SamplingConfig(image_context=context, **sampling)
+        runs = [cls(tiny_model, config, torch.Generator().manual_seed(0)) for cls in (InterleavedGenerator, _FirstPictureChanged)]
+        return [collect(list(r.run(*args))) for r in runs], runs
+
+    def after_first_picture(runs):  # the last layer's keys of every position after the first picture
+        first_end = int((runs[0].blocks[0] >= 0).nonzero()[tiny_model.layout.num_input_positions - 1])
+        return [r.cache.layers[-1].keys[0, :, first_end + 1 :] for r in runs]
+
+    (plain, changed), runs = answers("text")
+    assert len(plain.images) == len(changed.images) == 2
+    assert plain.images[0].tobytes() != changed.images[0].tobytes()
+    assert plain.text == changed.text and plain.images[1].tobytes() == changed.images[1].tobytes()
+    torch.testing.assert_close(*after_first_picture(runs), rtol=0, atol=1e-6)
+    drawn = runs[0].blocks[0] >= 0  # every picture's input positions, hidden from the cond row
+    assert int(drawn.sum()) == 2 * tiny_model.layout.num_input_positions and not runs[0].mask[0][drawn].any()
+    _, runs = answers("all")  # the text and the second picture read the first
+    assert not torch.allclose(*after_first_picture(runs), rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="image_context must be 'all' or 'text'"):
+        SamplingConfig(image_context="none")
+
+
 def test_generation_records_no_autograd_graph(tiny_model):
     """The cache must not carry gradients: with autograd on, every pass kept the graph of the whole
     history alive (a five-step story of the default model held 4 GB instead of 0.5)."""
@@ -395,6 +436,7 @@ def test_generate_story_follows_the_plan_of_a_furniture_prompt_by_default(tiny_m
         (lambda m: m.chat(QUESTION, image_candidates=0), "image_candidates must be an int >= 1"),
         (lambda m: m.chat(QUESTION, image_candidates=2.0), "image_candidates must be an int >= 1"),
         (lambda m: m.chat(QUESTION, image_candidates=2, image_mode="raster"), "image_candidates > 1 needs"),
+        (lambda m: m.chat(QUESTION, image_context="text", image_mode="raster"), "image_context='text' needs"),
     ],
 )
 def test_bad_arguments_give_clear_errors(tiny_model, call, match):
@@ -416,8 +458,9 @@ def test_story_command_line(tmp_path, tiny_model, capsys):
     saved = json.loads((tmp_path / "out" / "story.json").read_text())
     assert saved["metadata"]["step_check"] == "PlanFollower('stool')"
     main(["story", "How do I assemble a stool?", "--out", str(tmp_path / "free"), "--model", str(tmp_path / "model"),
-          "--steps", "1", "--max-new-tokens", "30", "--no-follow-plan"])
-    assert json.loads((tmp_path / "free" / "story.json").read_text())["metadata"]["step_check"] is None
+          "--steps", "1", "--max-new-tokens", "30", "--no-follow-plan", "--image-context", "text"])
+    free = json.loads((tmp_path / "free" / "story.json").read_text())["metadata"]
+    assert free["step_check"] is None and free["image_context"] == "text"
 
 
 def test_chat_command_line_saves_images_and_prints_their_paths(tmp_path, tiny_model, monkeypatch, capsys):

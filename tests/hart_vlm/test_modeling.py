@@ -302,6 +302,52 @@ def test_own_context_replaces_earlier_drawn_pictures_with_the_models_codes(text_
     assert losses(True) == pytest.approx(evaluated, abs=1e-6)  # off: training reads the true codes
 
 
+def test_text_context_lets_no_position_but_its_own_read_a_picture(text_tokenizer):
+    """text_context_prob: in a chosen conversation (one whose pictures are all targets) a picture's
+    input positions are read by that picture alone, so everything after it, text and later
+    pictures, is the same whatever it shows; a conversation with a user's picture is never chosen;
+    eval mode never hides."""
+    model = build_tiny(text_tokenizer, context_dropout_prob=0.0, text_context_prob=1.0)
+    story = interleaved_conversation(3)
+    story[0] = {"role": "user", "content": [{"type": "text", "text": "How do I build a stool?"}]}
+    batch = model.processor([story, interleaved_conversation(5)], padding_side="left")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    starts = (ids == model.vocab.image_start_id).nonzero()
+    is_target = batch["labels"][starts[:, 0], starts[:, 1]] != -100
+    assert is_target.tolist() == [True, True, False, True, True]  # the second row opens with a user's picture
+    image_of = model._text_context_spans(ids, starts, is_target, torch.Generator().manual_seed(0))
+    n = model.layout.num_input_positions
+    (_, p1), (_, p2) = starts[:2].tolist()
+    assert (image_of[0, p1 + 1 : p1 + 1 + n] == -1).all() and (image_of[0, p2 + 1 : p2 + 1 + n] == -2).all()
+    assert int((image_of != 0).sum()) == 2 * n  # nothing else, and nothing in the second row
+
+    def hidden(pixels):
+        embeds, blocks, _, _ = model.embed_inputs(ids, pixels)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            return model.run_backbone(embeds, mask, blocks, positions, image_of=image_of)[0]
+
+    pixels = batch["pixel_values"]
+    other = pixels.clone()
+    other[0] = -other[0]  # the first drawn picture shows something else
+    a, b = hidden(pixels), hidden(other)
+    after = p1 + 1 + n  # its <|image_end|> and everything after it
+    torch.testing.assert_close(a[0, after:], b[0, after:])
+    assert not torch.allclose(a[0, p1 + 2 : after], b[0, p1 + 2 : after])  # the picture reads itself
+
+    def image_loss(train: bool) -> float:
+        model.train(train)
+        with torch.no_grad():
+            return model(**batch, generator=torch.Generator().manual_seed(0)).image_loss.item()
+
+    evaluated = image_loss(False)
+    assert image_loss(True) != pytest.approx(evaluated, abs=1e-5)
+    model.config.text_context_prob = 0.0
+    assert image_loss(True) == pytest.approx(evaluated, abs=1e-6)  # off: training reads every picture
+    with pytest.raises(ValueError, match="text_context_prob must be in"):
+        build_tiny(text_tokenizer, text_context_prob=1.5)
+
+
 def test_without_context_block(text_tokenizer):
     model = build_tiny(text_tokenizer, image_context_block=False)
     assert model.layout.num_input_positions == sum(p * p for p in model.layout.v_patch_nums[1:])

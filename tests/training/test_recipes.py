@@ -77,23 +77,19 @@ def test_train_vlm_three_steps_logs_three_losses_and_saves_a_loadable_model(tmp_
         assert torch.equal(v, loaded.image_tokenizer.state_dict()[k])
 
 
-def test_train_vlm_code_corruption_sets_the_models_probability(tmp_path, tiny_vlm_dir):
+@pytest.mark.parametrize("option, field, value, bad", [
+    ("code_corruption", "code_corruption_prob", 0.3, 2.0),
+    ("own_context", "own_context_prob", 1.0, -1.0),
+    ("text_context", "text_context_prob", 1.0, 1.5),
+])
+def test_train_vlm_probability_options_set_the_models_config(tmp_path, tiny_vlm_dir, option, field, value, bad):
     run_recipe("train_vlm", ["--init-from", str(tiny_vlm_dir), "--output-dir", str(tmp_path), "--max-steps", "2",
-                             "--batch-size", "2", "--mixture-examples", "8", "--eval-every", "0", "--code-corruption", "0.3"])
-    assert HartVLM.from_pretrained(tmp_path / "model").config.code_corruption_prob == 0.3
+                             "--batch-size", "2", "--mixture-examples", "8", "--eval-every", "0",
+                             "--" + option.replace("_", "-"), str(value), "--mixture-weights", '{"guide": 1.0}'])
+    assert getattr(HartVLM.from_pretrained(tmp_path / "model").config, field) == value
     assert all(math.isfinite(m["loss"]) for m in metrics(tmp_path) if m["split"] == "train")
-    with pytest.raises(ValueError, match="code_corruption must be in"):
-        load_recipe("train_vlm").VLMTrainingConfig(code_corruption=2.0)
-
-
-def test_train_vlm_own_context_sets_the_models_probability(tmp_path, tiny_vlm_dir):
-    run_recipe("train_vlm", ["--init-from", str(tiny_vlm_dir), "--output-dir", str(tmp_path), "--max-steps", "2",
-                             "--batch-size", "2", "--mixture-examples", "8", "--eval-every", "0", "--own-context", "1.0",
-                             "--mixture-weights", '{"guide": 1.0}'])
-    assert HartVLM.from_pretrained(tmp_path / "model").config.own_context_prob == 1.0
-    assert all(math.isfinite(m["loss"]) for m in metrics(tmp_path) if m["split"] == "train")
-    with pytest.raises(ValueError, match="own_context must be in"):
-        load_recipe("train_vlm").VLMTrainingConfig(own_context=-1.0)
+    with pytest.raises(ValueError, match=f"{option} must be in"):
+        load_recipe("train_vlm").VLMTrainingConfig(**{option: bad})
 
 
 def test_draw_own_pictures_for_the_steps_of_a_run_then_train_on_them(tmp_path, tiny_vlm_dir):
