@@ -33,6 +33,11 @@ from hart_vlm.training.own_pictures import OwnPictures, WithOwnPictures
 from hart_vlm.training.runtime import TrainingResult, make_accelerator, make_optimizer, make_scheduler
 
 
+# options that set one of the model's training probabilities (HartVLMConfig field), None keeping it
+_MODEL_PROBABILITIES = {"code_corruption": "code_corruption_prob", "own_context": "own_context_prob",
+                        "text_context": "text_context_prob"}
+
+
 @dataclass
 class VLMTrainingConfig(TrainingConfig):
     model_preset: str = option("tiny", "HartVLMConfig preset of a model built from scratch")
@@ -85,12 +90,10 @@ class VLMTrainingConfig(TrainingConfig):
             raise ValueError("give either data (JSONL files) or dataset, not both")
         if self.mixture_examples < 1 or self.eval_examples < 0 or self.group_batches < 1:
             raise ValueError("mixture_examples and group_batches must be >= 1, eval_examples >= 0")
-        if self.code_corruption is not None and not 0.0 <= self.code_corruption <= 1.0:
-            raise ValueError(f"code_corruption must be in [0, 1] (or None), got {self.code_corruption}")
-        if self.own_context is not None and not 0.0 <= self.own_context <= 1.0:
-            raise ValueError(f"own_context must be in [0, 1] (or None), got {self.own_context}")
-        if self.text_context is not None and not 0.0 <= self.text_context <= 1.0:
-            raise ValueError(f"text_context must be in [0, 1] (or None), got {self.text_context}")
+        for name in _MODEL_PROBABILITIES:
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1] (or None), got {value}")
         if self.own_pictures is not None and (self.data or self.dataset is not None):
             raise ValueError("own_pictures are drawn for the procedural assembly mixture; drop data/dataset or own_pictures")
 
@@ -116,12 +119,9 @@ def build_model(cfg: VLMTrainingConfig) -> HartVLM:
         if tokenizer is not None:
             model.image_tokenizer.load_state_dict(tokenizer.state_dict())
         model.processor = HartVLMProcessor(text_tokenizer, config)
-    if cfg.code_corruption is not None:
-        model.config.code_corruption_prob = cfg.code_corruption
-    if cfg.own_context is not None:
-        model.config.own_context_prob = cfg.own_context
-    if cfg.text_context is not None:
-        model.config.text_context_prob = cfg.text_context
+    for name, field in _MODEL_PROBABILITIES.items():
+        if getattr(cfg, name) is not None:
+            setattr(model.config, field, getattr(cfg, name))
     model.backbone.set_attn_implementation(cfg.attn_implementation)
     model.image_tokenizer.requires_grad_(False)
     # fp32 master weights whatever the checkpoint's dtype; mixed precision is autocast's job
