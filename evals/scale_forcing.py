@@ -54,45 +54,48 @@ def _load_reconstruction():
 
 
 def forcing_generator(model, sampling, generator: torch.Generator, forced_scales: list[int]):
-    """An InterleavedGenerator whose batch row b copies the true codes of the first
-    `forced_scales[b]` scales (set `true_codes` before drawing) and records what it drew."""
-    from hart_vlm.generation import TEXT_BLOCK, InterleavedGenerator, _Feed
+    """A picture drawer whose batch row b copies the true codes of the first `forced_scales[b]`
+    scales (set `true_codes` before drawing) and records what it drew (`drawn`)."""
+    from hart_vlm.generation import DecodeState, PictureDrawer
+    from hart_vlm.layout import TEXT_BLOCK
 
-    class ScaleForcingGenerator(InterleavedGenerator):
+    class ScaleForcingDrawer(PictureDrawer):
         def __init__(self):
-            super().__init__(model, sampling, generator)
+            n = len(forced_scales)
+            guided = sampling.cfg > 0 or (sampling.use_residual and sampling.head_cfg > 0)
+            super().__init__(model, sampling, DecodeState(model, n, guided), generator)
             self.forced = torch.tensor(forced_scales, device=model.device)
             self.true_codes: list[torch.Tensor] = []  # K x (pn_k²,) long
-            self.drawn: list[torch.Tensor] = []  # K x (n, pn_k²), filled by _sample_codes
+            self.drawn: list[torch.Tensor] = []  # K x (n, pn_k²), filled by sample_codes
 
-        def _sample_codes(self, h, k):
-            codes = super()._sample_codes(h, k)
+        def sample_codes(self, h, k):
+            codes = super().sample_codes(h, k)
             copy = self.forced > k
             codes[copy] = self.true_codes[k].to(codes.device)
             self.drawn.append(codes.clone())
             return codes
 
-        def draw(self, input_ids, pixel_values):
+        def draw_all(self, input_ids, pixel_values):
             """Pictures for the prompt `input_ids` (1, L) (ending just before an <|image_start|>),
-            one per row of `forced_scales`."""
-            n = len(forced_scales)
+            one per row of `forced_scales`, all from one cached context."""
+            state, n = self.state, len(forced_scales)
             self.drawn = []
-            self.prefill(input_ids, torch.ones_like(input_ids), pixel_values)
+            embeds, blocks, _, _ = model.embed_inputs(input_ids, pixel_values)
+            state.B = 1
+            state.prefill(embeds, torch.ones_like(input_ids), blocks)
             # one cached context for every row: cond rows 0..n-1, unconditional twins n..2n-1
-            idx = torch.tensor([0] * n + ([1] * n if self.cfg_on else []), device=input_ids.device)
-            self.cache.reorder_cache(idx)
-            self.mask, self.blocks, self.next_pos = self.mask[idx], self.blocks[idx], self.next_pos[idx]
-            self.B = n
-            if self.cfg_on:
-                self.mask[n:] = 0  # the unconditional twins see only the picture (as in run())
-            ids = torch.full((idx.shape[0], 1), self.vocab.image_start_id, device=input_ids.device)
-            hidden = self._feed(_Feed(model.embed_ids(ids), torch.ones_like(ids, dtype=torch.bool),
-                                      torch.full_like(ids, TEXT_BLOCK)))
+            idx = torch.tensor([0] * n + ([1] * n if state.guided else []), device=input_ids.device)
+            state.cache.reorder_cache(idx)
+            state.mask, state.blocks, state.next_pos = state.mask[idx], state.blocks[idx], state.next_pos[idx]
+            state.B, rows_of_context = n, idx.shape[0]
+            ids = torch.full((rows_of_context, 1), model.vocab.image_start_id, device=input_ids.device)
             rows = torch.arange(n, device=input_ids.device)
-            _, images, _ = self._draw_images(rows, hidden[:, -1])
+            state.hide_context(rows)  # the unconditional twins see only the picture (as in generation)
+            hidden = state.feed(model.embed_ids(ids), torch.ones_like(ids, dtype=torch.bool), torch.full_like(ids, TEXT_BLOCK))
+            _, images, _ = self.draw(rows, hidden[:, -1])
             return images
 
-    return ScaleForcingGenerator()
+    return ScaleForcingDrawer()
 
 
 def _score(checker, guide, images, resolution) -> dict:
@@ -135,7 +138,7 @@ def evaluate(model, guides, forced: list[int], cfg: float, seed: int, overview: 
                 gen = forcing_generator(model, config, generator, forced)
                 gen.true_codes = [codes[j] for codes in enc.indices]
                 with torch.no_grad():
-                    images = gen.draw(input_ids[:, :s], seen.to(model.device) if j else None)
+                    images = gen.draw_all(input_ids[:, :s], seen.to(model.device) if j else None)
                 for f, image in zip(forced, images):
                     drawn[(f, head)].append(image)
                 if head and 0 in forced:
@@ -254,9 +257,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.cfg < 0:
         parser.error(f"--cfg must be >= 0, got {args.cfg}")
     sampling = rec.image_sampling(parser, args)
-    if sampling.get("image_context") == "text":
-        parser.error("--image-context text does not apply here: the earlier steps' pictures are given ones, "
-                     "which every picture reads (measure it with evals/assembly_bench.py)")
     device = torch.device(args.device)
     model, source, is_default = rec.load_model(parser, args.model, device)
     K = model.layout.num_scales

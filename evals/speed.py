@@ -75,17 +75,17 @@ class Method:
     family: str  # "ar" (HartVLM.chat) or "diffusion" (the DiT baseline)
     sampling: dict = field(default_factory=dict)  # SamplingConfig fields of an AR method
     model: dict = field(default_factory=dict)  # HartVLMConfig overrides of an AR method
+    raster: bool = False  # an AR method that writes the last scale's codes one per pass (RasterDrawer)
 
 
 METHODS = (
-    Method("next_scale", "(a) next-scale, head 8 steps", "ar", {"image_mode": "next_scale", "diffusion_steps": 8}),
+    Method("next_scale", "(a) next-scale, head 8 steps", "ar", {"diffusion_steps": 8}),
     Method("next_scale_no_context", "(a') next-scale, head 8 steps, no context block", "ar",
-           {"image_mode": "next_scale", "diffusion_steps": 8}, {"image_context_block": False}),
-    Method("next_scale_head4", "(d) next-scale, head 4 steps", "ar", {"image_mode": "next_scale", "diffusion_steps": 4}),
-    Method("next_scale_head1", "(d) next-scale, head 1 step", "ar", {"image_mode": "next_scale", "diffusion_steps": 1}),
-    Method("next_scale_discrete", "(d) next-scale, no head (discrete)", "ar",
-           {"image_mode": "next_scale", "use_residual": False}),
-    Method("raster", "(b) raster, one code per pass", "ar", {"image_mode": "raster"}),
+           {"diffusion_steps": 8}, {"image_context_block": False}),
+    Method("next_scale_head4", "(d) next-scale, head 4 steps", "ar", {"diffusion_steps": 4}),
+    Method("next_scale_head1", "(d) next-scale, head 1 step", "ar", {"diffusion_steps": 1}),
+    Method("next_scale_discrete", "(d) next-scale, no head (discrete)", "ar", {"use_residual": False}),
+    Method("raster", "(b) raster, one code per pass", "ar", {"use_residual": False}, raster=True),
     Method("diffusion", "(c) DiT, DDIM", "diffusion"),
 )
 METHODS_BY_NAME = {m.name: m for m in METHODS}
@@ -180,6 +180,38 @@ def backbone_parameters(text_config) -> int:
         return sum(p.numel() for p in AutoModelForCausalLM.from_config(text_config).parameters())
 
 
+def raster_drawer():
+    """A picture drawer the Chameleon / Liquid / Emu3 way, for comparison: the last scale's codes
+    one per forward pass in raster order, each position fed word_embed of the previous code plus
+    its 2-D position embedding; discrete-only, no context block."""
+    from hart.images import tensor_to_pil
+    from hart_vlm.generation import PictureDrawer
+
+    class RasterDrawer(PictureDrawer):
+        def draw(self, rows, h_start):
+            model, layout, state = self.model, self.layout, self.state
+            n, K = rows.shape[0], layout.num_scales
+            pn = layout.v_patch_nums[-1]
+            pos_LD = model.bridge.position_embeddings()[layout.input_block(K - 1)]  # the last scale's grid
+            h = h_start[:, None]
+            codes = []
+            for i in range(pn * pn):
+                code = self.sample_codes(h, K - 1)[:, 0]  # (n,)
+                codes.append(code)
+                if i == pn * pn - 1:
+                    break
+                embeds = (model.bridge.word_embed(model.codebook()[code].to(h.dtype)) + pos_LD[i])[:, None]
+                h = state.feed_rows(rows, embeds)
+            latent = model.codebook()[torch.stack(codes, dim=1)].reshape(n, pn, pn, -1).permute(0, 3, 1, 2)
+            images = [tensor_to_pil(image) for image in self.tok.decode_latent(latent)]
+            end_ids = torch.full((n, 1), model.vocab.image_end_id, device=h.device)
+            h_end = state.feed_rows(rows, model.embed_ids(end_ids))[:, -1]
+            state.mirror_twins(rows)
+            return [], images, h_end
+
+    return RasterDrawer
+
+
 class ARRunner:
     """HartVLM.chat with the image forced after the first text token."""
 
@@ -190,6 +222,7 @@ class ARRunner:
         self.model = HartVLM.from_preset(settings.preset, **method.model).to(device=device, dtype=dtype).eval()
         self.sampling = dict(cfg=settings.cfg, temperature=0.0, force_image_after="^", max_images=1,
                              max_new_tokens=4, **method.sampling)
+        self.raster = method.raster
         m = self.model
         self.stages = [(m, "run_backbone", "transformer"), (m.diffusion_head, "sample", "head"),
                        (m.image_tokenizer, "decode_latent", "decoder")]
@@ -198,7 +231,10 @@ class ARRunner:
                            "diffusion_head": count(m.diffusion_head), "image_tokenizer": count(m.image_tokenizer)}
 
     def generate(self, batch: int, seed: int) -> list:
-        responses = self.model.chat([CONVERSATION] * batch, seed=seed, **self.sampling)
+        from hart_vlm.generation import PictureDrawer, chat
+
+        responses = chat(self.model, [CONVERSATION] * batch, seed=seed,
+                         drawer=raster_drawer() if self.raster else PictureDrawer, **self.sampling)
         counts = [len(r.images) for r in responses]
         if counts != [1] * batch:
             raise RuntimeError(f"expected one image per prompt, got {counts} (text {responses[0].text!r})")

@@ -13,8 +13,8 @@ from .modeling_hart_vlm import HartVLM, HartVLMOutput
 from .processing_hart_vlm import HartVLMProcessor
 from .default_model import load_default
 from .sampling import SamplingConfig
-from .events import Done, ImageDone, ImagePreview, TextDelta, collect
-from .story import ChatResponse, Step, Story
+from .outputs import ChatResponse, Done, ImageDone, ImagePreview, TextDelta, collect
+from .stories import Step, Story
 
 __version__ = "0.1.0"
 

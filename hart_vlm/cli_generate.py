@@ -32,11 +32,6 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=None, help="text sampling temperature, 0 = greedy (default: 0 for story, 0.7 for chat)")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--image-candidates", type=int, default=None,
-                        help="pictures drawn per image, the most likely kept (default: 1)")
-    parser.add_argument("--image-context", choices=("all", "text"), default=None,
-                        help="'text': each picture drawn from the text before it alone, read by nothing after it "
-                             "(models trained with text_context_prob; default: 'all')")
     parser.add_argument("--discrete-only", action="store_true", help="decode without the residual diffusion head")
     parser.add_argument("--max-images", type=int, default=None, help="at most this many images per answer")
     parser.add_argument("--force-image-after", default=None, metavar="REGEX",
@@ -55,8 +50,7 @@ def _load(args):
 
 def _sampling(args) -> dict:
     out = {}
-    for name in ("cfg", "temperature", "max_new_tokens", "max_images", "force_image_after", "image_candidates",
-                 "image_context"):
+    for name in ("cfg", "temperature", "max_new_tokens", "max_images", "force_image_after"):
         value = getattr(args, name)
         if value is not None:
             out[name] = value
@@ -66,7 +60,7 @@ def _sampling(args) -> dict:
 
 
 def run_story(args) -> int:
-    from .events import ImageDone, TextDelta
+    from .outputs import ImageDone, TextDelta
 
     start = time.perf_counter()
     model = _load(args)
@@ -93,7 +87,7 @@ def run_story(args) -> int:
 
 
 def run_chat(args) -> int:
-    from .events import ImageDone, TextDelta
+    from .outputs import ImageDone, TextDelta
 
     model = _load(args)
     args.out.mkdir(parents=True, exist_ok=True)

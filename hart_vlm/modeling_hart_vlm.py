@@ -13,14 +13,14 @@ Data flow (DESIGN.md §1-4), top to bottom in this file:
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
 from transformers.cache_utils import Cache
-from transformers.masking_utils import and_masks, create_causal_mask
+from transformers.masking_utils import create_causal_mask
 from transformers.utils import ModelOutput
 
 from hart.diffusion_head import ResidualDiffusionHead
@@ -29,32 +29,18 @@ from hart.tokenizer_config import HybridTokenizerConfig
 
 from .configuration_hart_vlm import HartVLMConfig, special_token_ids
 from .layout import ImageLayout
-from .sampling import sample_from_logits
+from .llms import KNOWN_LLMS, llm_folder
 
 IGNORE_INDEX = -100
-# A step's text ends at the end of its first line: "Step 3: Attach the door to the left side."
-STEP_END_PATTERN = r"Step \d+:[^\n]*[.!?]\s*$"
-# generate_story writes its text greedily unless told otherwise: instructions want the most likely
-# step, not a varied one. Measured on the embedded default model, 50 held-out prompts at CFG 4.5
-# (evals/RESULTS.md): valid step order 0.48 greedy vs 0.28 at chat's temperature 0.7, part IoU 0.435 vs 0.381.
-STORY_TEXT_TEMPERATURE = 0.0
-
-
-@dataclass
-class OwnCodes:
-    """Codes the model drew for some images of a training batch (HartVLM._own_codes)."""
-
-    replaced: torch.Tensor  # (N,) bool: which of the batch's images are replaced
-    codes: list[torch.Tensor]  # per scale (n, pn²): the drawn codes of the n replaced images
-    inputs: torch.Tensor  # (n, num_input_positions, z): their teacher-forcing inputs (discrete latent, no residual)
 
 
 @dataclass
 class HartVLMOutput(ModelOutput):
     """Output of :meth:`HartVLM.forward`.
 
-    `logits` cover the whole shared vocabulary, (B, L, T + V): the first T columns are the
-    backbone's own text logits, the last V the image-code logits.
+    With labels: the loss and its three parts. Without: `logits` (B, L, T), the text logits of
+    every position, and `image_logits` (N, num_codes, V), the code logits at every image's code
+    positions (its `<|image_start|>` and the inputs of scales 2..K), images in order of appearance.
     """
 
     loss: torch.Tensor | None = None
@@ -62,8 +48,8 @@ class HartVLMOutput(ModelOutput):
     image_loss: torch.Tensor | None = None
     diffusion_loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    image_logits: torch.Tensor | None = None
     hidden_states: torch.Tensor | None = None
-    past_key_values: Cache | None = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -221,28 +207,18 @@ class HartVLM(HartVLMPreTrainedModel):
         return self.bridge.word_embed(latents_NLZ) + pos_LD
 
     @torch.no_grad()
-    def encode_images(self, pixel_values: torch.Tensor, corruption: torch.Tensor | None = None,
-                      generator: torch.Generator | None = None):
+    def encode_images(self, pixel_values: torch.Tensor) -> tuple[HybridEncoding, torch.Tensor]:
         """HART codes, residuals and the teacher-forcing inputs of every image position.
 
         Returns (encoding, inputs_NLZ) where inputs_NLZ holds, for the layout's input positions,
-        area-resized f_hat after each scale and (with a context block) the full latent.
-        `corruption` (N,), optional: per image, the probability of a mistaken code at every scale
-        (config.code_corruption_prob); the inputs then carry the mistakes and encoding.indices /
-        encoding.residual are the labels that correct them (`corrupted_quantize`).
-        The frozen tokenizer runs outside autocast, in its own dtype, so that mixed-precision
-        training sees the same codes as inference."""
+        area-resized f_hat after each scale and (with a context block) the full latent. The frozen
+        tokenizer runs outside autocast, in its own dtype, so that mixed-precision training sees
+        the same codes as inference."""
         tok = self.image_tokenizer
         dtype = tok.quantize.embedding.weight.dtype
         with torch.autocast(device_type=pixel_values.device.type, enabled=False):
             enc = tok.encode(pixel_values.to(dtype))
-            inputs, latent = enc.indices, enc.latent
-            if corruption is not None:
-                bad = tok.quantize.corrupted_quantize(enc.latent, corruption, self.config.code_corruption_top_k, generator)
-                enc = HybridEncoding(indices=bad.labels, residual=bad.residual, latent=enc.latent,
-                                     f_hat=enc.latent - bad.residual)
-                inputs, latent = bad.inputs, bad.latent
-        return enc, self._image_inputs(inputs, latent)
+        return enc, self._image_inputs(enc.indices, enc.latent)
 
     def _image_inputs(self, indices: list[torch.Tensor], latent: torch.Tensor) -> torch.Tensor:
         """Teacher-forcing inputs of the layout's image positions from every scale's codes and the
@@ -260,11 +236,9 @@ class HartVLM(HartVLMPreTrainedModel):
         pos_idx = starts[:, 1:] + 1 + torch.arange(self.layout.num_input_positions, device=embeds_BLD.device)
         return embeds_BLD.index_put((batch_idx, pos_idx), image_NLD.to(embeds_BLD.dtype))
 
-    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
-                     corruption: torch.Tensor | None = None, generator: torch.Generator | None = None):
+    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None):
         """input_ids (B, L) with images laid out as the processor writes them, and their pixels
-        (N, 3, H, W) -> (inputs_embeds (B, L, D), block_ids (B, L), starts (N, 2), encoding | None).
-        `corruption` and `generator`: see `encode_images`."""
+        (N, 3, H, W) -> (inputs_embeds (B, L, D), block_ids (B, L), starts (N, 2), encoding | None)."""
         starts = (input_ids == self.vocab.image_start_id).nonzero()  # (N, 2): (sample, position)
         n_images = starts.shape[0]
         n_given = 0 if pixel_values is None else pixel_values.shape[0]
@@ -274,7 +248,7 @@ class HartVLM(HartVLMPreTrainedModel):
         embeds_BLD = self.embed_ids(torch.where(block_ids >= 0, torch.zeros_like(input_ids), input_ids))
         enc = None
         if n_images:
-            enc, inputs_NLZ = self.encode_images(pixel_values, corruption, generator)
+            enc, inputs_NLZ = self.encode_images(pixel_values)
             embeds_BLD = self._scatter_image_inputs(embeds_BLD, starts, inputs_NLZ)
         return embeds_BLD, block_ids, starts, enc
 
@@ -285,52 +259,51 @@ class HartVLM(HartVLMPreTrainedModel):
         attention_mask: torch.Tensor,
         block_ids: torch.Tensor,
         position_ids: torch.Tensor,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         context_start: torch.Tensor | None = None,
         use_cache: bool = False,
-        image_of: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Cache | None]:
         """Runs the backbone's decoder on `inputs_embeds` (B, q, D) with the block-causal rule.
 
         attention_mask (B, past + q) marks real positions (1) and padding (0); block_ids (B, past + q)
         gives TEXT_BLOCK for causal positions and a shared id >= 0 for every position of one scale
         block; context_start (B, past + q), optional, is the first key position each query may see
-        (used to hide an image's context for classifier-free guidance); image_of (B, past + q),
-        optional, is -i on the input positions of image i (its scales and context block) whose
-        pictures no other position may read, 0 elsewhere.
+        (it hides an image's context for classifier-free guidance).
         Returns the final hidden states (B, q, D) (after the backbone's last norm) and the cache.
         """
-        masks = []
-        if context_start is not None:
-            masks.append(_context_start_mask(context_start))
-        if image_of is not None:
-            masks.append(_text_context_mask(image_of))
-        and_mask = None if not masks else masks[0] if len(masks) == 1 else and_masks(*masks)
-
         mask = create_causal_mask(
             config=self.backbone.config,
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             position_ids=position_ids,
-            and_mask_function=and_mask,
+            and_mask_function=None if context_start is None else _context_start_mask(context_start),
             block_sequence_ids=block_ids,
         )
-        decoder = self.backbone.get_decoder()
-        out = decoder(
+        out = self.backbone.get_decoder()(
             inputs_embeds=inputs_embeds,
             attention_mask=mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             use_cache=use_cache,
         )
-        return out.last_hidden_state, out.past_key_values
+        return out.last_hidden_state, out.cache
 
     def text_logits(self, hidden_BLD: torch.Tensor) -> torch.Tensor:
         return self.get_output_embeddings()(hidden_BLD)
 
     def image_logits(self, hidden_BLD: torch.Tensor) -> torch.Tensor:
         return self.bridge.image_head(hidden_BLD)
+
+    def head_condition(self, hidden_ND: torch.Tensor, codes_N: torch.Tensor) -> torch.Tensor:
+        """The residual head's condition at last-scale positions, from their hidden states and the
+        codes drawn (or given) there: norm(h + word_embed(codebook[code])), in the bridge's own
+        dtype with autocast off (float32 in mixed-precision training: the head is small and its
+        noise schedule needs the precision). Used by the loss and by sampling."""
+        dtype = self.bridge.word_embed.weight.dtype
+        code_vectors_NZ = self.codebook()[codes_N].to(dtype)
+        with torch.autocast(device_type=hidden_ND.device.type, enabled=False):
+            return self.bridge.head_condition(hidden_ND.to(dtype), code_vectors_NZ)
 
     # -- training / scoring forward -----------------------------------------------------------
     def forward(
@@ -340,9 +313,8 @@ class HartVLM(HartVLMPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        dropped_context: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-        context_image_mask: torch.Tensor | None = None,
-        context_image_inputs: torch.Tensor | None = None,
         **kwargs,
     ) -> HartVLMOutput:
         """Full-sequence forward over any mix of text and images (DESIGN.md §3-4).
@@ -352,278 +324,110 @@ class HartVLM(HartVLMPreTrainedModel):
         pixel_values (N, 3, H, W) in [-1, 1]: the N images in order of appearance (row by row).
         labels (B, L): as input_ids on the spans to learn, IGNORE_INDEX elsewhere; an image whose
         `<|image_start|>` is labelled is a target (image CE + diffusion loss), others are read only.
-        context_image_mask (N,) bool and context_image_inputs (M, num_input_positions, z), M its
-        number of True values, optional: the marked images are read from these teacher-forcing inputs
-        (e.g. pictures the model drew itself, training/own_pictures.py) instead of their pixels, and
-        are context only.
+        With labels the output holds the three losses and no logits (they are computed only where
+        something is predicted); without, `logits` (B, L, T) are the text logits of every position
+        and `image_logits` (N, num_codes, V) those of every image's code positions.
+        dropped_context (N,) bool, optional: images that see nothing before their own
+        `<|image_start|>` (context dropout for classifier-free guidance, drawn by the recipe).
+        generator: the diffusion loss's noise.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
-        B, L = input_ids.shape
         max_len = getattr(self.backbone.config, "max_position_embeddings", None)
-        if max_len is not None and L > max_len:
-            raise ValueError(f"input_ids has {L} positions, more than the backbone's context of {max_len}")
-        device = input_ids.device
+        if max_len is not None and input_ids.shape[1] > max_len:
+            raise ValueError(f"input_ids has {input_ids.shape[1]} positions, more than the backbone's context of {max_len}")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
-        starts = (input_ids == self.vocab.image_start_id).nonzero()  # (N, 2): (sample, position)
-        n_images = starts.shape[0]
-        is_target = torch.zeros(n_images, dtype=torch.bool, device=device)
-        if labels is not None and n_images:
-            is_target = labels[starts[:, 0], starts[:, 1]] != IGNORE_INDEX
-        if context_image_mask is not None or context_image_inputs is not None:
-            self._check_context_images(context_image_mask, context_image_inputs, n_images)
-            is_target = is_target & ~context_image_mask.to(device)
+        embeds_BLD, block_ids, starts, enc = self.embed_inputs(input_ids, pixel_values)  # (B, L, D)
+        context_start = self._context_start(input_ids, starts, dropped_context)
+        hidden_BLD, _ = self.run_backbone(embeds_BLD, attention_mask, block_ids, position_ids, context_start=context_start)
+        code_pos_NC = starts[:, 1:] + torch.arange(self.layout.num_codes, device=input_ids.device)  # (N, sum pn²)
+        hidden_NCD = hidden_BLD[starts[:, :1], code_pos_NC]  # the positions that predict each image's codes
+        if labels is None:
+            return HartVLMOutput(logits=self.text_logits(hidden_BLD), image_logits=self.image_logits(hidden_NCD),
+                                 hidden_states=hidden_BLD)
 
-        # 1. embeddings: text rows, then image input positions scattered in; in training, target
-        #    images may be tokenized with mistakes that their later scales learn to correct
-        corruption = None
-        if self.training and self.config.code_corruption_prob > 0 and bool(is_target.any()):
-            strength = torch.rand(n_images, device=device, generator=generator) * self.config.code_corruption_prob
-            corruption = torch.where(is_target, strength, torch.zeros_like(strength))
-        embeds_BLD, block_ids, starts, enc = self.embed_inputs(input_ids, pixel_values, corruption, generator)
-        if context_image_mask is not None and bool(context_image_mask.any()):
-            given = context_image_mask.to(device)
-            embeds_BLD = self._scatter_image_inputs(embeds_BLD, starts[given], context_image_inputs.to(device))
-        # ... and some answer pictures that later pictures read may be replaced by the model's own
-        if self.training and self.config.own_context_prob > 0 and n_images > 1:
-            own = self._own_codes(embeds_BLD, attention_mask, block_ids, position_ids, starts, is_target, generator)
-            if own is not None:  # a replaced image is context only
-                is_target = is_target & ~own.replaced
-                embeds_BLD = self._scatter_image_inputs(embeds_BLD, starts[own.replaced], own.inputs)
+        text_loss = self._text_loss(hidden_BLD, labels, block_ids)
+        is_target = labels[starts[:, 0], starts[:, 1]] != IGNORE_INDEX  # (N,)
+        image_loss = diffusion_loss = hidden_BLD.sum() * 0.0  # keeps the graph connected without targets
+        if bool(is_target.any()):
+            image_loss, diffusion_loss = self._image_losses(hidden_NCD[is_target], enc, is_target, generator)
+        c = self.config
+        loss = c.text_loss_weight * text_loss + c.image_loss_weight * image_loss + c.diffusion_loss_weight * diffusion_loss
+        return HartVLMOutput(loss=loss, text_loss=text_loss, image_loss=image_loss, diffusion_loss=diffusion_loss,
+                             hidden_states=hidden_BLD)
 
-        # 2. context dropout for classifier-free guidance (DESIGN.md §4): a dropped target image
-        #    sees nothing before its own <|image_start|>.
-        context_start = None
-        if self.training and self.config.context_dropout_prob > 0 and bool(is_target.any()):
-            drop = (torch.rand(n_images, device=device, generator=generator) < self.config.context_dropout_prob) & is_target
-            if bool(drop.any()):
-                context_start = torch.zeros_like(input_ids)
-                span = self.layout.num_input_positions + 1  # image_start .. last input position
-                for b, p in starts[drop].tolist():
-                    context_start[b, p : p + span] = p
-
-        # ... and in some rows no picture is read by anything but itself: each is drawn from text alone
-        image_of = None
-        if self.training and self.config.text_context_prob > 0 and n_images:
-            image_of = self._text_context_spans(input_ids, starts, is_target, generator)
-
-        # 3. backbone
-        hidden_BLD, _ = self.run_backbone(embeds_BLD, attention_mask, block_ids, position_ids,
-                                          context_start=context_start, image_of=image_of)
-        logits = torch.cat([self.text_logits(hidden_BLD), self.image_logits(hidden_BLD)], dim=-1)
-
-        # 4. losses
-        text_loss = image_loss = diffusion_loss = loss = None
-        if labels is not None:
-            text_loss = self._text_loss(logits[..., : self.vocab.text_vocab_size], labels, block_ids)
-            zero = hidden_BLD.sum() * 0.0  # keeps the graph connected when a batch has no target image
-            image_loss, diffusion_loss = zero, zero
-            if bool(is_target.any()):
-                image_loss, diffusion_loss = self._image_losses(hidden_BLD, starts[is_target], enc, is_target, generator)
-            c = self.config
-            loss = c.text_loss_weight * text_loss + c.image_loss_weight * image_loss + c.diffusion_loss_weight * diffusion_loss
-        return HartVLMOutput(
-            loss=loss,
-            text_loss=text_loss,
-            image_loss=image_loss,
-            diffusion_loss=diffusion_loss,
-            logits=logits,
-            hidden_states=hidden_BLD,
-        )
-
-    def _text_context_spans(self, input_ids, starts, is_target, generator) -> torch.Tensor | None:
-        """Chooses the rows whose pictures are learned from text alone (config.text_context_prob;
-        only rows whose every picture is a target, so a user's picture is always read) and returns
-        `image_of` (B, L) for `run_backbone`, or None if none is chosen."""
-        rows = starts[:, 0]
-        B = input_ids.shape[0]
-        has_target = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
-        has_target[rows[is_target]] = True
-        has_read_only = torch.zeros_like(has_target)
-        has_read_only[rows[~is_target]] = True
-        chance = torch.rand(B, device=input_ids.device, generator=generator)
-        chosen = has_target & ~has_read_only & (chance < self.config.text_context_prob)
-        if not bool(chosen.any()):
+    def _context_start(self, input_ids: torch.Tensor, starts: torch.Tensor,
+                       dropped_context: torch.Tensor | None) -> torch.Tensor | None:
+        """(B, L) first key position each query may see, for the images in `dropped_context`: the
+        positions of such an image (its <|image_start|> to its last input) see only the image."""
+        if dropped_context is None:
             return None
-        image_of = torch.zeros_like(input_ids)
-        n = self.layout.num_input_positions
-        for i, (b, p) in enumerate(starts.tolist()):
-            if chosen[b]:
-                image_of[b, p + 1 : p + 1 + n] = -(i + 1)
-        return image_of
-
-    def _check_context_images(self, mask: torch.Tensor | None, inputs: torch.Tensor | None, n_images: int) -> None:
-        if mask is None or inputs is None:
-            raise ValueError("give context_image_mask and context_image_inputs together")
-        if mask.dtype != torch.bool or mask.shape != (n_images,):
-            raise ValueError(f"context_image_mask must be a bool tensor of shape ({n_images},) (one per image), "
-                             f"got {mask.dtype} {tuple(mask.shape)}")
-        expected = (int(mask.sum()), self.layout.num_input_positions, self.config.image_tokenizer.z_channels)
-        if tuple(inputs.shape) != expected:
-            raise ValueError(f"context_image_inputs must have shape {expected} (marked images, input positions, "
-                             f"latent channels), got {tuple(inputs.shape)}")
-
-    @torch.no_grad()
-    def _own_codes(self, embeds_BLD, attention_mask, block_ids, position_ids, starts, is_target,
-                   generator) -> OwnCodes | None:
-        """Codes the model draws itself for a random share (config.own_context_prob) of the target
-        images (is_target; a user's image is never replaced) that a later image of the same
-        conversation reads, or None if none is chosen.
-
-        One pass over the true sequence (embeds_BLD, as `embed_inputs` makes it) of the rows that
-        hold a chosen image gives, at every image position, the logits of its scale given the true
-        coarser scales and context; each scale's codes are sampled from them (top-k
-        `own_context_top_k`, temperature 1, the conditional logits without guidance). Parallel
-        scheduled sampling (Duckworth et al. 2019, one pass)."""
-        rows, pos = starts[:, 0], starts[:, 1]
-        read_later = ((rows[None, :] == rows[:, None]) & (pos[None, :] > pos[:, None])).any(1)  # (N,)
-        device = embeds_BLD.device
-        chance = torch.rand(rows.shape[0], device=device, generator=generator)
-        replaced = read_later & is_target & (chance < self.config.own_context_prob)
-        if not bool(replaced.any()):
+        if dropped_context.dtype != torch.bool or dropped_context.shape != (starts.shape[0],):
+            raise ValueError(f"dropped_context must be a bool tensor of shape ({starts.shape[0]},) (one per image), "
+                             f"got {dropped_context.dtype} {tuple(dropped_context.shape)}")
+        if not bool(dropped_context.any()):
             return None
-        keep = torch.unique(rows[replaced])  # rows to run
-        row_of = torch.full((embeds_BLD.shape[0],), -1, dtype=torch.long, device=device)
-        row_of[keep] = torch.arange(keep.numel(), device=device)
-        hidden, _ = self.run_backbone(embeds_BLD[keep], attention_mask[keep], block_ids[keep], position_ids[keep])
-        chosen = starts[replaced]
-        layout = self.layout
-        pred_pos = chosen[:, 1:] + torch.arange(layout.num_codes, device=hidden.device)  # (n, sum pn²)
-        logits = self.image_logits(hidden[row_of[chosen[:, 0]][:, None], pred_pos])  # (n, sum pn², V)
-        flat = sample_from_logits(logits, 1.0, self.config.own_context_top_k, 1.0, generator)
-        sides = [pn * pn for pn in self.config.image_tokenizer.v_patch_nums]
-        codes = list(flat.split(sides, dim=1))
-        with torch.autocast(device_type=device.type, enabled=False):  # the frozen tokenizer, as in encode_images
-            inputs = self._image_inputs(codes, self.image_tokenizer.indices_to_f_hat(codes))
-        return OwnCodes(replaced, codes, inputs)
+        context_start = torch.zeros_like(input_ids)
+        span = self.layout.num_input_positions + 1  # image_start .. last input position
+        for b, p in starts[dropped_context.to(starts.device)].tolist():
+            context_start[b, p : p + span] = p
+        return context_start
 
-    def _text_loss(self, text_logits_BLT: torch.Tensor, labels_BL: torch.Tensor, block_ids_BL: torch.Tensor) -> torch.Tensor:
-        """Next-token CE on text targets. Image interiors are not text targets, and neither is
-        `<|image_end|>`, which generation always writes itself after the last scale."""
-        targets = labels_BL[:, 1:].clone()
-        targets[block_ids_BL[:, 1:] >= 0] = IGNORE_INDEX
-        targets[targets == self.vocab.image_end_id] = IGNORE_INDEX
-        targets[block_ids_BL[:, :-1] >= 0] = IGNORE_INDEX
-        if not bool((targets != IGNORE_INDEX).any()):
-            return text_logits_BLT.sum() * 0.0
-        return F.cross_entropy(
-            text_logits_BLT[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX
-        )
+    def _text_loss(self, hidden_BLD: torch.Tensor, labels_BL: torch.Tensor, block_ids_BL: torch.Tensor) -> torch.Tensor:
+        """Next-token CE on text targets, with logits computed at those positions only. Image
+        interiors are not text targets, and neither is `<|image_end|>`, which generation always
+        writes itself after the last scale."""
+        targets_BL = labels_BL[:, 1:]
+        learn_BL = (targets_BL != IGNORE_INDEX) & (targets_BL != self.vocab.image_end_id)
+        learn_BL &= (block_ids_BL[:, 1:] < 0) & (block_ids_BL[:, :-1] < 0)
+        if not bool(learn_BL.any()):
+            return hidden_BLD.sum() * 0.0
+        logits_MT = self.text_logits(hidden_BLD[:, :-1][learn_BL])  # (M, T)
+        return F.cross_entropy(logits_MT.float(), targets_BL[learn_BL])
 
-    def _image_losses(self, hidden_BLD, target_starts, enc, is_target, generator):
-        """Image-code CE over all scales and the residual head's diffusion loss on the last scale."""
-        layout = self.layout
-        # Position p0 (<|image_start|>) predicts scale 1; the positions of scale k predict scale k.
-        pred_pos = target_starts[:, 1:] + torch.arange(layout.num_codes, device=hidden_BLD.device)  # (N, sum pn²)
-        pred_batch = target_starts[:, :1].expand_as(pred_pos)
-        hidden_NLD = hidden_BLD[pred_batch, pred_pos]
-        codes_NL = torch.cat([idx[is_target] for idx in enc.indices], dim=1)
-        image_loss = F.cross_entropy(self.image_logits(hidden_NLD).flatten(0, 1).float(), codes_NL.flatten())
-
-        last = layout.last_scale_length
-        h_last = hidden_NLD[:, -last:].flatten(0, 1)  # (N * pn_K², D)
-        code_vecs = self.codebook()[codes_NL[:, -last:].flatten()].to(h_last.dtype)
-        cond = self.bridge.head_condition(h_last, code_vecs)
-        target = enc.residual[is_target].flatten(2).transpose(1, 2).flatten(0, 1).to(cond.dtype)  # (N * pn_K², z)
-        diffusion_loss = self.diffusion_head(target, cond, generator=generator)
+    def _image_losses(self, hidden_NCD: torch.Tensor, enc: HybridEncoding, is_target: torch.Tensor,
+                      generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image-code CE over all scales (position p0, <|image_start|>, predicts scale 1; the
+        positions of scale k predict scale k) and the residual head's diffusion loss on the last
+        scale, for the target images."""
+        codes_NC = torch.cat([idx[is_target] for idx in enc.indices], dim=1)  # (N, sum pn²)
+        image_loss = F.cross_entropy(self.image_logits(hidden_NCD).flatten(0, 1).float(), codes_NC.flatten())
+        last = self.layout.last_scale_length
+        cond_MD = self.head_condition(hidden_NCD[:, -last:].flatten(0, 1), codes_NC[:, -last:].flatten())  # (N pn_K², D)
+        target_MZ = enc.residual[is_target].flatten(2).transpose(1, 2).flatten(0, 1).to(cond_MD.dtype)  # (N pn_K², z)
+        with torch.autocast(device_type=cond_MD.device.type, enabled=False):
+            diffusion_loss = self.diffusion_head(target_MZ, cond_MD, generator=generator)
         return image_loss, diffusion_loss
 
-    # -- interleaved generation (hart_vlm/generation.py) --------------------------------------
+    # -- entry points of the generation and story layers -------------------------------------
     def chat(self, messages, stream: bool = False, seed: int | None = None,
              generator: torch.Generator | None = None, step_check=None, **sampling):
-        """Answers a conversation (or a batch of them) with interleaved text and images.
+        """Answers a conversation (or a batch of them) with interleaved text and images
+        (hart_vlm.generation).
 
         messages: [{"role": "user", "content": [{"type": "text", "text": ...}, {"type": "image",
         "image": PIL.Image}]}, ...] or a list of such conversations. Sampling arguments are the
         fields of :class:`hart_vlm.sampling.SamplingConfig`. Returns a `ChatResponse` (a list of
         them for a batch); with `stream=True`, an iterator of events (`TextDelta`, `ImagePreview`,
         `ImageDone`, `Done`). Randomness comes only from `generator` (or a new one seeded with
-        `seed`), never from the global RNG. `step_check`, with `force_image_after`, is called as
-        `step_check(text_before, line)` on every line that is about to get its image and returns
-        "accept", "retry" (sample the line again, `step_retries` times at most, at
-        `retry_temperature`; if no try is accepted the first stands), "near-miss" (a retry, but
-        this try stands rather than the first if no try is accepted) or "stop" (end the answer
-        before it); a check with a `line_pattern` attribute (a regular expression) is also called
-        on every line that matches it as soon as the line ends; see hart_vlm/generation.py.
+        `seed`), never from the global RNG. `step_check` (a `hart_vlm.generation.StepCheck`),
+        with `force_image_after`, reads every line that is about to get its image and may have it
+        written again (`step_retries` times at most) or end the answer before it.
         """
-        from .generation import InterleavedGenerator
-        from .sampling import SamplingConfig
-        from .events import Done
+        from .generation import chat
 
-        if self.processor is None:
-            raise ValueError("the model has no processor; load it with from_pretrained, load_default or from_components")
-        if not isinstance(messages, list) or not messages:
-            raise ValueError("messages must be a non-empty list of messages (or of conversations)")
-        batched = isinstance(messages[0], list)
-        conversations = messages if batched else [messages]
-        config = SamplingConfig.from_kwargs(**sampling)
-        if config.preview_every is None:
-            config.preview_every = 2 if stream else 0
-        device = self.device
-        if generator is None:
-            generator = torch.Generator(device=device)
-            generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
-        inputs = self.processor(conversations, add_generation_prompt=True, padding_side="left").to(device)
-        runner = InterleavedGenerator(self, config, generator, step_check=step_check)
-        events = runner.run(inputs["input_ids"], inputs["attention_mask"], inputs.get("pixel_values"))
-        if stream:
-            return events
-        responses = [None] * len(conversations)
-        for event in events:
-            if isinstance(event, Done):
-                responses[event.row] = event.response
-        return responses if batched else responses[0]
+        return chat(self, messages, stream=stream, seed=seed, generator=generator, step_check=step_check, **sampling)
 
-    def generate_story(self, prompt: str, num_steps: int | None = None, seed: int | None = None,
-                       generator: torch.Generator | None = None, on_event=None, step_check="auto", **sampling):
-        """A step-by-step answer with one picture per step -> `Story`.
+    def generate_story(self, prompt: str, **kwargs):
+        """A step-by-step answer with one picture per step -> `Story`; the arguments of
+        :func:`hart_vlm.stories.generate_story` (num_steps, seed, step_check, sampling fields)."""
+        from .stories import generate_story
 
-        The image after each step's text is forced (`force_image_after` matches the end of a
-        step's sentence) so that every step gets its picture even from a model that rarely emits
-        `<|image_start|>` by itself; `num_steps` stops after that many steps. The text is greedy
-        unless `temperature` is given (`STORY_TEXT_TEMPERATURE`); the pictures are sampled from
-        `seed` (`image_candidates=N` keeps the most likely of N draws per picture). `on_event`, if given, is called with every stream event (for progress display).
-        `step_check` reads each finished step before its picture and may have it written again
-        (see `chat`). The default, "auto", is `hart_vlm.data.assembly.PlanFollower.from_prompt(prompt)`
-        when the prompt names a furniture kind: it has the plan the answer opens with ("Overview: (1)
-        ...; (2) ...") written again until it lists the parts of a piece the prompt allows (a
-        "two-shelf bookcase" has two shelves), keeps each step to the next unfinished item of that
-        plan, ends the answer when the plan is done, and does nothing to an answer without one.
-        None writes every step as first sampled; any callable is used as given."""
-        from .events import Done
-        from .sampling import SamplingConfig
-        from .story import Story
-
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError("prompt must be a non-empty string")
-        if num_steps is not None and num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1 or None, got {num_steps}")
-        sampling.setdefault("force_image_after", STEP_END_PATTERN)
-        sampling.setdefault("temperature", STORY_TEXT_TEMPERATURE)
-        sampling.setdefault("max_images", num_steps)
-        if isinstance(step_check, str):
-            if step_check != "auto":
-                raise ValueError(f"step_check must be 'auto', None or a callable (text_before, line) -> verdict, "
-                                 f"got {step_check!r}")
-            from .data.assembly import PlanFollower
-
-            step_check = PlanFollower.from_prompt(prompt) if sampling["force_image_after"] else None
-        messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
-        response = None
-        for event in self.chat(messages, stream=True, seed=seed, generator=generator, step_check=step_check, **sampling):
-            if on_event is not None:
-                on_event(event)
-            if isinstance(event, Done):
-                response = event.response
-        # every sampling setting in effect, defaults included, so that a saved story says how it was made
-        # even after a default changes (SamplingConfig.cfg was 4.5 before it became 3)
-        settings = asdict(SamplingConfig.from_kwargs(**sampling))
-        metadata = {"seed": seed, **settings, "step_check": None if step_check is None else repr(step_check)}
-        return Story.from_parts(prompt, response.parts, metadata=metadata)
+        return generate_story(self, prompt, **kwargs)
 
     # -- saving and loading (the processor travels with the weights) --------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
@@ -640,6 +444,10 @@ class HartVLM(HartVLMPreTrainedModel):
         path = str(pretrained_model_name_or_path)
         if not os.path.isdir(path):
             raise ValueError(f"{path!r} is not a folder; HartVLM.from_pretrained loads local folders only")
+        if os.path.isfile(os.path.join(path, "adapter_config.json")):  # a LoRA package (hart_vlm.lora)
+            from .lora import load_adapter_package
+
+            return load_adapter_package(path, dtype=kwargs.get("dtype", "auto"))
         if isinstance(kwargs.get("config"), HartVLMConfig):
             _check_same_vocabulary(HartVLMConfig.from_pretrained(path), kwargs["config"], path)
         model = super().from_pretrained(path, *args, **kwargs)
@@ -674,7 +482,9 @@ class HartVLM(HartVLMPreTrainedModel):
     ) -> "HartVLM":
         """Builds a HartVLM from a pretrained LLM and a HART tokenizer.
 
-        llm: a local transformers causal-LM folder, its config, or a loaded model.
+        llm: a local transformers causal-LM folder, a known LLM's name (`hart_vlm.llms`: "smollm2",
+            converted once from its installed package into a cache folder), its config, or a
+            loaded model.
         hart_tokenizer: a folder (this library's or an official HART `tokenizer/` folder), a
             `HybridTokenizerConfig`, a preset name, or a loaded `HybridTokenizer`.
         text_tokenizer: the LLM's tokenizer; default: the one in the `llm` folder, else the
@@ -686,6 +496,9 @@ class HartVLM(HartVLMPreTrainedModel):
         from .text_tokenizer import add_hart_special_tokens, load_text_tokenizer
 
         # backbone
+        base_llm = None
+        if isinstance(llm, str) and not os.path.isdir(llm) and llm in KNOWN_LLMS:
+            base_llm, llm = llm, str(llm_folder(llm))
         if isinstance(llm, PreTrainedModel):
             backbone = llm
         elif isinstance(llm, PreTrainedConfig):
@@ -693,7 +506,8 @@ class HartVLM(HartVLMPreTrainedModel):
         elif isinstance(llm, (str, os.PathLike)) and os.path.isdir(llm):
             backbone = AutoModelForCausalLM.from_pretrained(llm)
         else:
-            raise ValueError(f"llm must be a local causal-LM folder, a config or a model, got {llm!r}")
+            raise ValueError(f"llm must be a local causal-LM folder, one of the names {sorted(KNOWN_LLMS)}, a config "
+                             f"or a model, got {llm!r}")
         # text tokenizer
         if text_tokenizer is None:
             if isinstance(llm, (str, os.PathLike)) and any(
@@ -732,6 +546,7 @@ class HartVLM(HartVLMPreTrainedModel):
             image_context_block=image_context_block,
             # the config setter propagates this to text_config, which is the backbone's own config
             attn_implementation=backbone.config._attn_implementation,
+            base_llm=base_llm,
             **special_token_ids(text_tokenizer),
             **overrides,
         )
@@ -785,17 +600,6 @@ def _check_same_vocabulary(saved: HartVLMConfig, wanted: HartVLMConfig, path: st
     diff = [f"{k}: checkpoint {a[k]} vs config {b[k]}" for k in a if a[k] != b[k]]
     if diff:
         raise ValueError(f"the checkpoint in {path!r} has another vocabulary or image layout than the given config: " + "; ".join(diff))
-
-
-def _text_context_mask(image_of_BL: torch.Tensor):
-    """A transformers mask function: the input positions of an image marked in image_of (< 0) are
-    seen by that image's own positions only."""
-
-    def inner(batch_idx, head_idx, q_idx, kv_idx):
-        kv_img = image_of_BL[batch_idx, kv_idx]
-        return (kv_img == 0) | (kv_img == image_of_BL[batch_idx, q_idx])
-
-    return inner
 
 
 def _context_start_mask(context_start_BL: torch.Tensor):

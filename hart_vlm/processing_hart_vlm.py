@@ -50,15 +50,17 @@ class HartVLMProcessor:
         self.image_size = int(image_size)
         self.layout = ImageLayout(tuple(int(p) for p in v_patch_nums), bool(image_context_block))
         ids = {}
-        for token in st.ALL_SPECIAL_TOKENS:
+        for token in st.IMAGE_TOKENS:
             token_id = tokenizer.convert_tokens_to_ids(token)
             if token_id is None or token_id == tokenizer.unk_token_id:
                 raise ValueError(f"tokenizer lacks the special token {token!r}; call add_hart_special_tokens(tokenizer) first")
             ids[token] = token_id
+        if tokenizer.pad_token_id is None:
+            raise ValueError("tokenizer has no pad token; call add_hart_special_tokens(tokenizer) first")
         self.image_start_id = ids[st.IMAGE_START]
         self.image_end_id = ids[st.IMAGE_END]
         self.image_id = ids[st.IMAGE_PLACEHOLDER]
-        self.pad_id = ids[st.PAD]
+        self.pad_id = tokenizer.pad_token_id
 
     # -- messages -> text ---------------------------------------------------------------------
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = False) -> str:

@@ -9,11 +9,8 @@ scale index, a larger top-k on the early scales, and the residual head's step co
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 import torch
-
-IMAGE_MODES = ("next_scale", "raster")
 
 
 @dataclass
@@ -26,32 +23,18 @@ class SamplingConfig:
     repetition_penalty: float = 1.0  # CTRL (Keskar et al., 2019): > 1 discourages repeats
     # images (HART §3.3 / HART_REFERENCE §5)
     # Guidance at the last scale; scale k gets cfg * k / (K - 1). HART guides at 4.5; 3 measured better on
-    # the embedded default model (training/README.md, "Image guidance"): over its three benchmark runs
-    # (150 held-out stories) part IoU 0.599 -> 0.613 (Wilcoxon p = 0.0008), material and valid-and-complete
-    # without a significant change.
+    # the tiny model (docs/experiments/image_guidance.md).
     cfg: float = 3.0
     image_temperature: float = 1.0
     image_top_k: tuple[int, int] = (600, 300)  # (first `image_top_k_switch` scales, the rest)
     image_top_k_switch: int = 7
     image_top_p: float = 1.0
     diffusion_steps: int = 8
-    # Best of N (no training): draw this many code pyramids per picture from the same context and
-    # keep the one the model itself finds most likely (log-likelihood of its codes, unguided); 1 =
-    # HART's single draw. Each candidate costs one more set of scale passes. Measured on the default
-    # model in training/README.md, "Best of N pictures": better pictures when the texts are held
-    # fixed, no significant change on the assembly benchmark, so it is off by default.
-    image_candidates: int = 1
     # Guidance inside the residual head; None: the same as `cfg` (HART guides the head as the scales).
-    # 0 is the default because it measured better on the embedded default model (training/README.md,
-    # "Where the pictures lose"): part IoU 0.511 -> 0.534 on 50 held-out stories (Wilcoxon p = 0.001).
+    # 0 measured better on the tiny model (docs/experiments/head_guidance_zero.md).
     diffusion_cfg: float | None = 0.0
     diffusion_temperature: float = 1.0
-    use_residual: bool = True  # False: discrete-only decoding (an ablation)
-    image_mode: Literal["next_scale", "raster"] = "next_scale"
-    # "all": a picture is read by everything after it; "text": by nothing but itself, so every picture
-    # is drawn from the text before it alone and cannot inherit an earlier picture's mistakes (for
-    # models trained with HartVLMConfig.text_context_prob; a user's pictures are read as always)
-    image_context: Literal["all", "text"] = "all"
+    use_residual: bool = True  # False: discrete-only decoding (faster, blurrier)
     # control
     max_images: int | None = None
     # A regular expression; whenever the text since the last image matches it (re.search), the
@@ -61,9 +44,7 @@ class SamplingConfig:
     preview_every: int | None = None
     # with a step check (chat / generate_story `step_check=`): how many times a rejected line is
     # sampled again, and at which text temperature; when every try is rejected the first stands.
-    # 20 rather than 6: on the embedded default model's three benchmarks (300 stories) it made 18 more
-    # stories valid and complete and none fewer, for 0.3-0.6 s more per story (training/README.md,
-    # "More tries per step"); a rejected try costs only text tokens, its picture is never drawn.
+    # A rejected try costs only text tokens (docs/experiments/step_retries.md).
     step_retries: int = 20
     retry_temperature: float = 1.0
 
@@ -84,16 +65,6 @@ class SamplingConfig:
             raise ValueError(f"cfg and diffusion_cfg must be >= 0, got {self.cfg} and {self.diffusion_cfg}")
         if not 1 <= self.diffusion_steps <= 1000:
             raise ValueError(f"diffusion_steps must be in [1, 1000], got {self.diffusion_steps}")
-        if not isinstance(self.image_candidates, int) or self.image_candidates < 1:
-            raise ValueError(f"image_candidates must be an int >= 1, got {self.image_candidates!r}")
-        if self.image_candidates > 1 and self.image_mode == "raster":
-            raise ValueError("image_candidates > 1 needs image_mode='next_scale' (raster decoding draws one picture)")
-        if self.image_context not in ("all", "text"):
-            raise ValueError(f"image_context must be 'all' or 'text', got {self.image_context!r}")
-        if self.image_context == "text" and self.image_mode == "raster":
-            raise ValueError("image_context='text' needs image_mode='next_scale'")
-        if self.image_mode not in IMAGE_MODES:
-            raise ValueError(f"image_mode must be one of {IMAGE_MODES}, got {self.image_mode!r}")
         if self.preview_every is not None and self.preview_every < 0:
             raise ValueError(f"preview_every must be >= 0 or None, got {self.preview_every}")
         if self.step_retries < 0:

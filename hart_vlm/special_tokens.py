@@ -15,5 +15,7 @@ ASSISTANT = "<|assistant|>"
 END_OF_TURN = "<|end|>"
 PAD = "<|pad|>"
 
+IMAGE_TOKENS = (IMAGE_START, IMAGE_END, IMAGE_PLACEHOLDER)
+# Role markers and end of turn of this library's own chat template, for tokenizers that have none.
 ROLE_TOKENS = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT}
 ALL_SPECIAL_TOKENS = (IMAGE_START, IMAGE_END, IMAGE_PLACEHOLDER, SYSTEM, USER, ASSISTANT, END_OF_TURN, PAD)

@@ -29,7 +29,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import SentencePieceExtractor
 
-from hart_vlm.special_tokens import ALL_SPECIAL_TOKENS, ASSISTANT, END_OF_TURN, IMAGE_PLACEHOLDER, PAD, ROLE_TOKENS
+from hart_vlm.special_tokens import ALL_SPECIAL_TOKENS, ASSISTANT, END_OF_TURN, IMAGE_PLACEHOLDER, IMAGE_TOKENS, PAD, ROLE_TOKENS
 
 # Where the shipped tokenizer lives inside the installed package.
 DEFAULT_TOKENIZER_RESOURCE = "assets/text_tokenizer"
@@ -88,23 +88,28 @@ CHAT_TEMPLATE = (
 def add_hart_special_tokens(tokenizer: PreTrainedTokenizerBase) -> int:
     """Add the special tokens of :mod:`hart_vlm.special_tokens` that `tokenizer` lacks.
 
-    Works on any transformers tokenizer (the one of a user's own LLM included). Tokens already
-    in its vocabulary keep their ids and are marked special; new ones get the next ids, in the
-    order of ``ALL_SPECIAL_TOKENS``. Also sets ``pad_token = PAD`` when the tokenizer has no pad
-    token, and the chat template to :data:`CHAT_TEMPLATE` when it has none.
+    Works on any transformers tokenizer (the one of a user's own LLM included). The image tokens
+    are always added. A tokenizer with a chat template of its own keeps it, and its eos token
+    keeps ending the turns; one without gets this library's role markers, :data:`CHAT_TEMPLATE`,
+    ``END_OF_TURN`` as its eos token and ``PAD`` as its pad token. Tokens already in the
+    vocabulary keep their ids and are marked special; new ones get the next ids, in the order of
+    ``ALL_SPECIAL_TOKENS``.
 
     Returns:
         The number of tokens added to the vocabulary (resize the model's embeddings by it).
     """
     if not isinstance(tokenizer, PreTrainedTokenizerBase):
         raise TypeError(f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}")
+    own_template = tokenizer.chat_template is not None
+    wanted = IMAGE_TOKENS if own_template else ALL_SPECIAL_TOKENS
     # normalized=False: match the exact string even under a lower-casing or NFKC normaliser.
-    tokens = [AddedToken(token, special=True, normalized=False) for token in ALL_SPECIAL_TOKENS]
+    tokens = [AddedToken(token, special=True, normalized=False) for token in wanted]
     num_added = tokenizer.add_special_tokens({"extra_special_tokens": tokens}, replace_extra_special_tokens=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = PAD
-    if tokenizer.chat_template is None:
+    if not own_template:
         tokenizer.chat_template = CHAT_TEMPLATE
+        tokenizer.eos_token = END_OF_TURN
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = PAD if PAD in wanted else tokenizer.eos_token
     return num_added
 
 

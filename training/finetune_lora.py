@@ -16,7 +16,6 @@ output_dir/metrics.jsonl, output_dir/config.yaml.
 
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +23,17 @@ from pathlib import Path
 import torch
 from accelerate.utils import set_seed
 
+from peft import PeftModel
+
 from hart_vlm import HartVLM
-from hart_vlm.default_model import has_default_model, load_default
-from hart_vlm.lora import apply_lora
-from hart_vlm.training.batching import ChatCollator, chat_losses, make_loader
+from hart_vlm.default_model import DEFAULT_MODEL, PACKAGED_MODELS, has_default_model, load_default
+from hart_vlm.lora import apply_lora, autocast_adapter_inputs
+from hart_vlm.training.batching import ChatCollator, ChatLosses, make_loader
 from hart_vlm.training.config import TrainingConfig, option, run_cli, save_config
 from hart_vlm.training.data import ChatDataset
 from hart_vlm.training.loop import train_loop
-from hart_vlm.training.runtime import TrainingResult, make_accelerator, make_optimizer, make_scheduler
+from hart_vlm.training.runtime import (TrainingResult, make_accelerator, make_optimizer, make_scheduler,
+                                      store_frozen_in_bf16)
 
 
 @dataclass
@@ -40,7 +42,8 @@ class LoraTrainingConfig(TrainingConfig):
     max_steps: int = option(200, "optimizer steps to train for (a resumed run continues up to this step)")
     batch_size: int = option(4, "examples per micro-batch on each process")
     learning_rate: float = option(1e-3, "peak learning rate of AdamW")
-    base: str = option("default", "'default' (the embedded model) or a saved HartVLM folder")
+    base: str = option("default", "'default' (the default packaged model), a packaged model's name (tiny, smollm2) or "
+                                  "a saved HartVLM folder")
     data: list[str] = option([], "JSONL instruction files (DESIGN.md §7)")
     eval_data: list[str] = option([], "JSONL files to evaluate on")
     skip_bad_rows: bool = option(False, "leave out (and count) bad JSONL rows instead of stopping at the first")
@@ -48,6 +51,8 @@ class LoraTrainingConfig(TrainingConfig):
     lora_alpha: int | None = option(None, "LoRA alpha (default 2 * r)")
     lora_dropout: float = option(0.0, "dropout on the LoRA branch")
     merge: bool = option(False, "also save the base model with the adapter merged in (output_dir/merged)")
+    context_dropout: float = option(0.1, "share of target images that see nothing before them (classifier-free "
+                                         "guidance's unconditional branch, DESIGN.md §4)")
     attn_implementation: str = option("sdpa", "backbone attention: sdpa (CPU and GPU), flex_attention (GPU) or eager")
     length_grouping: bool = option(True, "batch examples of similar length together")
     group_batches: int = option(16, "batches per length-sorted window")
@@ -57,17 +62,24 @@ class LoraTrainingConfig(TrainingConfig):
         super().__post_init__()
         if not self.data:
             raise ValueError("data must name at least one JSONL instruction file (--data FILE.jsonl)")
-        if self.base == "default":
-            if not has_default_model():
-                raise ValueError(
-                    "base 'default': the embedded default model is not in this installation (it is trained by "
-                    "the project's recipes and shipped in a later release); pass --base PATH, a folder saved by "
-                    "HartVLM.save_pretrained such as train_vlm.py's output_dir/model"
-                )
+        if self.base == "default" or self.base in PACKAGED_MODELS:
+            name = DEFAULT_MODEL if self.base == "default" else self.base
+            if not has_default_model(name):
+                raise ValueError(f"base {self.base!r}: the packaged model {name!r} is not in this installation; pass "
+                                 "--base PATH, a folder saved by HartVLM.save_pretrained such as train_vlm.py's output_dir/model")
         elif not os.path.isfile(os.path.join(self.base, "config.json")):
-            raise ValueError(f"base {self.base!r} is neither 'default' nor a folder saved by HartVLM.save_pretrained")
+            raise ValueError(f"base {self.base!r} is neither 'default', a packaged model's name {PACKAGED_MODELS} nor a "
+                             "folder saved by HartVLM.save_pretrained")
         if self.lora_rank < 1 or not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_rank must be >= 1 and lora_dropout in [0, 1), got {self.lora_rank}, {self.lora_dropout}")
+
+
+def load_base(base: str) -> HartVLM:
+    """The model `--base` names, in float32 (the master weights; bf16 training stores its frozen
+    copy in bf16 itself)."""
+    if base == "default" or base in PACKAGED_MODELS:
+        return load_default(None if base == "default" else base)
+    return HartVLM.from_pretrained(base, dtype=torch.float32)
 
 
 def main(cfg: LoraTrainingConfig) -> TrainingResult:
@@ -78,7 +90,7 @@ def main(cfg: LoraTrainingConfig) -> TrainingResult:
 
     # 1. the base model with LoRA adapters (initialised identically on every process)
     # fp32 master weights whatever the checkpoint's dtype; mixed precision is autocast's job
-    base = load_default() if cfg.base == "default" else HartVLM.from_pretrained(cfg.base, dtype=torch.float32)
+    base = load_base(cfg.base)
     if base.processor is None:
         raise ValueError(f"base {cfg.base!r} has no processor; save models with HartVLM.save_pretrained")
     base.backbone.set_attn_implementation(cfg.attn_implementation)
@@ -86,6 +98,10 @@ def main(cfg: LoraTrainingConfig) -> TrainingResult:
     set_seed(cfg.seed)
     model = apply_lora(base, r=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout)
     model.train()
+    # under bf16 the frozen weights are stored in bf16 (the frozen HART tokenizer runs in float32)
+    keep = tuple(n for n, _ in model.named_modules() if n.endswith("image_tokenizer"))
+    if store_frozen_in_bf16(model, accelerator, keep):
+        autocast_adapter_inputs(model)
     positions = base.config.layout.num_positions
 
     # 2. data
@@ -112,9 +128,11 @@ def main(cfg: LoraTrainingConfig) -> TrainingResult:
     # configuration, resume if asked, then accumulate, clip, step, log, evaluate and checkpoint)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
-    loop = train_loop(cfg, accelerator, model, optimizer, scheduler, train_loader, chat_losses, name="lora",
+    image_start = base.config.image_start_token_id
+    loop = train_loop(cfg, accelerator, model, optimizer, scheduler, train_loader,
+                      ChatLosses(image_start, cfg.context_dropout), name="lora",
                       data_info={"train_examples": len(train_set), "skipped_rows": len(skipped)},
-                      eval_loader=eval_loader, eval_losses=chat_losses)
+                      eval_loader=eval_loader, eval_losses=ChatLosses(image_start))
 
     # 4. the adapter (with the processor, so the folder is self-describing) and the merged model
     state = accelerator.get_state_dict(loop.model)
@@ -124,8 +142,8 @@ def main(cfg: LoraTrainingConfig) -> TrainingResult:
         trained.save_pretrained(out / "adapter", state_dict=state)
         processor.save_pretrained(out / "adapter")
         saved["adapter"] = out / "adapter"
-        if cfg.merge:  # on a copy: the returned model keeps its adapter
-            merged = copy.deepcopy(trained).merge_and_unload()
+        if cfg.merge:  # into the base as loaded (float32), not into the bf16 copy training ran on
+            merged = PeftModel.from_pretrained(load_base(cfg.base), out / "adapter").merge_and_unload()
             merged.save_pretrained(out / "merged")
             saved["merged"] = out / "merged"
     accelerator.wait_for_everyone()

@@ -12,10 +12,6 @@ Stages, by optimizer step:
   full continuous one with p = `continuous_prob`; with the config's `freeze_codebook_for_hybrid`
   the encoder and codebook stay frozen, as in HART's second stage;
 - from `gan_start_step` (with `discriminator: true`): the PatchGAN hinge losses.
-With `drawn_pairs: PATH` (training/draw_decoder_pairs.py) a decoder phase of a trained tokenizer
-(`init_from`, `hybrid_start_step: 0`) also learns to decode the latents a unified model drew, each
-toward the render its step should show (hart_vlm/training/drawn_pairs.py); the images above are
-then encoded without gradient, so the encoder, codebook and every code stay as they were.
 Writes output_dir/model (`HybridTokenizer.save_pretrained`, what train_vlm's --hart-tokenizer
 reads), output_dir/checkpoints/, output_dir/metrics.jsonl and output_dir/config.yaml.
 """
@@ -36,7 +32,6 @@ from hart_vlm.default_model import load_image_tokenizer
 from hart_vlm.training.batching import make_loader
 from hart_vlm.training.config import TrainingConfig, option, run_cli, save_config
 from hart_vlm.training.data import load_hf_dataset
-from hart_vlm.training.drawn_pairs import DecoderItems, DrawnPairs
 from hart_vlm.training.images import EVAL_PHOTOS, TRAIN_PHOTOS, AssemblyImages, HFImages, ImageFolder, PhotoCrops
 from hart_vlm.training.loop import train_loop
 from hart_vlm.training.runtime import TrainingResult, make_accelerator, make_optimizer, make_scheduler
@@ -56,17 +51,11 @@ class TokenizerTrainingConfig(TrainingConfig):
     dataset_image_column: str = option("image", "the column of `dataset` holding the images")
     assembly_images: int = option(10000, "renders of the procedural assembly data to train on (0: none)")
     photo_crops: int = option(0, "random crops of scikit-image's photographs to train on (0: none)")
-    assembly_random_colour: float = option(
-        0.0, "share of the training renders whose furniture is drawn in a random sRGB colour instead of its "
-             "material's (colour augmentation; the evaluation renders keep their materials)")
     data_seed: int = option(0, "seed of the assembly renders and of the photo crops")
     eval_assembly_images: int = option(32, "validation-split renders to evaluate on (0: none)")
     eval_photo_crops: int = option(0, "crops of a held-out photograph to evaluate on (0: none)")
     continuous_prob: float = option(0.5, "hybrid stage: probability that the decoder sees the continuous latent")
     hybrid_start_step: int = option(0, "first step of the hybrid stage (steps before it train discrete-only)")
-    drawn_pairs: str | None = option(
-        None, "also train the decoding side on the latents a unified model drew, toward their renders (a file "
-              "of training/draw_decoder_pairs.py; needs init_from and hybrid_start_step 0, no discriminator)")
     discriminator: bool = option(False, "train with a PatchGAN discriminator")
     gan_start_step: int = option(0, "first step of the adversarial losses (the GAN warm-up ends here)")
     adversarial_weight: float = option(0.1, "weight of the generator hinge loss in the tokenizer's loss")
@@ -77,18 +66,12 @@ class TokenizerTrainingConfig(TrainingConfig):
         super().__post_init__()
         if self.init_from is not None and self.tokenizer_overrides:
             raise ValueError("tokenizer_overrides cannot change the architecture of an init_from tokenizer")
-        if not (self.image_folder or self.dataset or self.assembly_images or self.photo_crops or self.drawn_pairs):
-            raise ValueError("no training images: set image_folder, dataset, assembly_images, photo_crops or drawn_pairs")
+        if not (self.image_folder or self.dataset or self.assembly_images or self.photo_crops):
+            raise ValueError("no training images: set image_folder, dataset, assembly_images or photo_crops")
         for name in ("assembly_images", "photo_crops", "eval_assembly_images", "eval_photo_crops",
                      "hybrid_start_step", "gan_start_step"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.drawn_pairs is not None and (self.init_from is None or self.hybrid_start_step != 0 or self.discriminator):
-            raise ValueError("drawn_pairs trains the decoder of a trained tokenizer: it needs init_from, "
-                             f"hybrid_start_step 0 and discriminator false (got init_from {self.init_from!r}, "
-                             f"hybrid_start_step {self.hybrid_start_step}, discriminator {self.discriminator})")
-        if not 0.0 <= self.assembly_random_colour <= 1.0:
-            raise ValueError(f"assembly_random_colour must be in [0, 1], got {self.assembly_random_colour}")
         if not 0.0 <= self.continuous_prob <= 1.0:
             raise ValueError(f"continuous_prob must be in [0, 1], got {self.continuous_prob}")
         if self.adversarial_weight < 0:
@@ -120,13 +103,9 @@ def main(cfg: TokenizerTrainingConfig) -> TrainingResult:
         sources.append(HFImages(load_hf_dataset(cfg.dataset, cfg.dataset_split, cfg.dataset_image_column), size,
                                 cfg.dataset_image_column))
     if cfg.assembly_images:
-        sources.append(AssemblyImages(cfg.assembly_images, size, "train", cfg.data_seed, cfg.assembly_random_colour))
+        sources.append(AssemblyImages(cfg.assembly_images, size, "train", cfg.data_seed))
     if cfg.photo_crops:
         sources.append(PhotoCrops(cfg.photo_crops, size, TRAIN_PHOTOS, cfg.data_seed))
-    if cfg.drawn_pairs is not None:  # every item a dict: the target image and, if drawn, its latents
-        latent_shape = (tokenizer.config.z_channels, tokenizer.config.latent_size, tokenizer.config.latent_size)
-        sources = [DecoderItems(s, latent_shape) for s in sources] + [DecoderItems(DrawnPairs.load(cfg.drawn_pairs),
-                                                                                   latent_shape)]
     train_set = ConcatDataset(sources)
     n_proc = accelerator.num_processes
     train_loader = make_loader(train_set, cfg.batch_size, cfg.max_steps * cfg.gradient_accumulation_steps * n_proc,

@@ -17,6 +17,7 @@ output_dir/metrics.jsonl and output_dir/config.yaml.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,18 +25,15 @@ from accelerate.utils import set_seed
 
 from hart.tokenizer import HybridTokenizer
 from hart_vlm import HartVLM, HartVLMConfig, HartVLMProcessor
+from hart_vlm.default_model import load_image_tokenizer
 from hart_vlm.text_tokenizer import load_text_tokenizer
-from hart_vlm.training.batching import ChatCollator, chat_losses, make_loader
+from hart_vlm.lora import apply_lora, autocast_adapter_inputs, save_adapter_package
+from hart_vlm.training.batching import ChatCollator, ChatLosses, make_loader
 from hart_vlm.training.config import TrainingConfig, option, run_cli, save_config
 from hart_vlm.training.data import AssemblyMixture, ChatDataset, HFChatDataset, load_hf_dataset
 from hart_vlm.training.loop import train_loop
-from hart_vlm.training.own_pictures import OwnPictures, WithOwnPictures
-from hart_vlm.training.runtime import TrainingResult, make_accelerator, make_optimizer, make_scheduler
-
-
-# options that set one of the model's training probabilities (HartVLMConfig field), None keeping it
-_MODEL_PROBABILITIES = {"code_corruption": "code_corruption_prob", "own_context": "own_context_prob",
-                        "text_context": "text_context_prob"}
+from hart_vlm.training.runtime import (TrainingResult, make_accelerator, make_optimizer, make_scheduler,
+                                      store_frozen_in_bf16)
 
 
 @dataclass
@@ -43,14 +41,20 @@ class VLMTrainingConfig(TrainingConfig):
     model_preset: str = option("tiny", "HartVLMConfig preset of a model built from scratch")
     model_overrides: dict = option({}, "HartVLMConfig fields replacing the preset's (text_config: {...} for the backbone)")
     hart_tokenizer: str | None = option(
-        None, "trained HART tokenizer folder; the model's image config follows it. With init_from: a new tokenizer of "
+        None, "trained HART tokenizer folder, or `default` (the embedded model's); the model's image config follows it. With init_from: a new tokenizer of "
               "the same architecture put in place of the saved model's (HartVLM.replace_image_tokenizer: the maps "
               "into and out of its latent space and the residual head start afresh unless keep_image_maps, the "
               "backbone is kept)")
     keep_image_maps: bool = option(
         False, "with init_from + hart_tokenizer: keep word_embed, image_head and the residual head, for a tokenizer "
                "trained on from the model's own (its codebook barely moved)")
-    llm: str | None = option(None, "build the model around this local transformers causal-LM folder")
+    llm: str | None = option(None, "build the model around this LLM: a local transformers causal-LM folder or a "
+                                   "known name (hart_vlm.llms: smollm2)")
+    lora_rank: int = option(0, "LoRA rank on the backbone's attention and MLP (hart_vlm.lora; the bridge, the "
+                               "residual head and the special tokens' rows train fully); 0: train every weight")
+    lora_alpha: int | None = option(None, "LoRA alpha (default 2 * lora_rank)")
+    context_dropout: float = option(0.1, "share of target images that see nothing before them (classifier-free "
+                                         "guidance's unconditional branch, DESIGN.md §4)")
     init_from: str | None = option(None, "continue training a saved HartVLM folder (e.g. SFT after pre-training)")
     attn_implementation: str = option("sdpa", "backbone attention: sdpa (CPU and GPU), flex_attention (GPU) or eager")
     data: list[str] = option([], "JSONL instruction files (DESIGN.md §7); none: the procedural assembly mixture")
@@ -61,21 +65,15 @@ class VLMTrainingConfig(TrainingConfig):
     mixture_examples: int = option(100000, "examples of the procedural assembly mixture (train split)")
     mixture_weights: dict = option({"guide": 0.6, "caption": 0.3, "text": 0.1}, "task weights of the mixture")
     guide_overview: bool = option(False, "mixture guides open with a one-line numbered plan before 'Step 1:'")
-    varied_prompts: bool = option(False, "mixture guide prompts worded in many ways ('a two-shelf white bookcase')")
+    wording: str = option("data", "mixture guide prompts: 'data' (the data's templates) or 'varied' (worded as users "
+                                  "word requests; plan_guide)")
+    chat_data: list[str] = option([], "JSONL conversations mixed in as the mixture's 'chat' task (e.g. general "
+                                      "questions answered in text: training/data/general_chat.jsonl)")
     eval_examples: int = option(64, "examples of the mixture's validation split to evaluate on")
     data_seed: int = option(0, "seed of the procedural assembly data")
     length_grouping: bool = option(True, "batch examples of similar length together")
     group_batches: int = option(16, "batches per length-sorted window")
     max_length: int | None = option(None, "stop at an example longer than this many positions")
-    code_corruption: float | None = option(None, "set the model's code_corruption_prob: target images tokenized "
-                                           "with mistakes their later scales correct (HartVLMConfig); None keeps it")
-    own_context: float | None = option(None, "set the model's own_context_prob: images that later images read are "
-                                       "replaced by codes the model draws (HartVLMConfig); None keeps it")
-    text_context: float | None = option(None, "set the model's text_context_prob: in this share of the story "
-                                        "conversations no picture is read but by itself (HartVLMConfig); None keeps it")
-    own_pictures: str | None = option(None, "a file of training/draw_own_pictures.py: the first pictures of the mixture "
-                                      "guides it names are the model's own, drawn as at generation (context only)")
-
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.llm is not None and self.init_from is not None:
@@ -90,12 +88,10 @@ class VLMTrainingConfig(TrainingConfig):
             raise ValueError("give either data (JSONL files) or dataset, not both")
         if self.mixture_examples < 1 or self.eval_examples < 0 or self.group_batches < 1:
             raise ValueError("mixture_examples and group_batches must be >= 1, eval_examples >= 0")
-        for name in _MODEL_PROBABILITIES:
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1] (or None), got {value}")
-        if self.own_pictures is not None and (self.data or self.dataset is not None):
-            raise ValueError("own_pictures are drawn for the procedural assembly mixture; drop data/dataset or own_pictures")
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be >= 0 (0: no LoRA), got {self.lora_rank}")
+        if not 0.0 <= self.context_dropout < 1.0:
+            raise ValueError(f"context_dropout must be in [0, 1), got {self.context_dropout}")
 
 
 def build_model(cfg: VLMTrainingConfig) -> HartVLM:
@@ -107,7 +103,8 @@ def build_model(cfg: VLMTrainingConfig) -> HartVLM:
         if cfg.hart_tokenizer is not None:
             model.replace_image_tokenizer(HybridTokenizer.from_pretrained(cfg.hart_tokenizer), cfg.keep_image_maps)
     elif cfg.llm is not None:
-        model = HartVLM.from_components(cfg.llm, cfg.hart_tokenizer)
+        model = HartVLM.from_components(cfg.llm, load_image_tokenizer(cfg.hart_tokenizer),
+                                        diffusion_head_config=cfg.model_overrides.get("diffusion_head_config"))
     else:
         overrides = dict(cfg.model_overrides)
         tokenizer = HybridTokenizer.from_pretrained(cfg.hart_tokenizer) if cfg.hart_tokenizer else None
@@ -119,13 +116,13 @@ def build_model(cfg: VLMTrainingConfig) -> HartVLM:
         if tokenizer is not None:
             model.image_tokenizer.load_state_dict(tokenizer.state_dict())
         model.processor = HartVLMProcessor(text_tokenizer, config)
-    for name, field in _MODEL_PROBABILITIES.items():
-        if getattr(cfg, name) is not None:
-            setattr(model.config, field, getattr(cfg, name))
     model.backbone.set_attn_implementation(cfg.attn_implementation)
     model.image_tokenizer.requires_grad_(False)
     # fp32 master weights whatever the checkpoint's dtype; mixed precision is autocast's job
-    return model.float().train()
+    model = model.float()
+    if cfg.lora_rank:
+        model = apply_lora(model, r=cfg.lora_rank, alpha=cfg.lora_alpha)
+    return model.train()
 
 
 def main(cfg: VLMTrainingConfig) -> TrainingResult:
@@ -138,7 +135,12 @@ def main(cfg: VLMTrainingConfig) -> TrainingResult:
     set_seed(cfg.seed)
     model = build_model(cfg)
     processor = model.processor
-    positions = model.config.layout.num_positions
+    config = model.config
+    positions = config.layout.num_positions
+    # under bf16 the frozen weights are stored in bf16 (the frozen HART tokenizer runs in float32)
+    keep = tuple(n for n, _ in model.named_modules() if n.endswith("image_tokenizer"))
+    if store_frozen_in_bf16(model, accelerator, keep) and cfg.lora_rank:
+        autocast_adapter_inputs(model)
 
     # 2. data
     skipped: list[str] = []
@@ -147,17 +149,16 @@ def main(cfg: VLMTrainingConfig) -> TrainingResult:
     elif cfg.dataset is not None:
         train_set = HFChatDataset(load_hf_dataset(cfg.dataset, cfg.dataset_split))
     else:
-        train_set = AssemblyMixture(cfg.mixture_examples, "train", cfg.data_seed, model.config.image_size,
-                                    cfg.mixture_weights, positions, cfg.guide_overview, cfg.varied_prompts)
-        if cfg.own_pictures is not None:
-            train_set = WithOwnPictures(train_set, OwnPictures.load(cfg.own_pictures))
+        chats = ChatDataset.from_jsonl(cfg.chat_data, positions)[0] if cfg.chat_data else None
+        train_set = AssemblyMixture(cfg.mixture_examples, "train", cfg.data_seed, config.image_size,
+                                    cfg.mixture_weights, positions, cfg.guide_overview, cfg.wording, chats)
     eval_set = None
     if cfg.eval_data:
         eval_set, eval_skipped = ChatDataset.from_jsonl(cfg.eval_data, positions, cfg.skip_bad_rows)
         skipped += eval_skipped
     elif not cfg.data and cfg.dataset is None and cfg.eval_examples:
-        eval_set = AssemblyMixture(cfg.eval_examples, "validation", cfg.data_seed, model.config.image_size,
-                                   cfg.mixture_weights, positions, cfg.guide_overview, cfg.varied_prompts)
+        eval_set = AssemblyMixture(cfg.eval_examples, "validation", cfg.data_seed, config.image_size,
+                                   cfg.mixture_weights, positions, cfg.guide_overview, cfg.wording, chats)
     if skipped:
         accelerator.print(f"skipped {len(skipped)} bad rows, the first: {skipped[0]}")
     collate = ChatCollator(processor, cfg.max_length)
@@ -171,24 +172,29 @@ def main(cfg: VLMTrainingConfig) -> TrainingResult:
         eval_loader = make_loader(eval_set, min(cfg.batch_size, len(eval_set)), cfg.eval_batches * n_proc,
                                   cfg.seed + 1, cfg.num_workers, collate)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    accelerator.print(f"model: {trainable:,} trainable parameters, {model.config.image_size} px images; "
+    accelerator.print(f"model: {trainable:,} trainable parameters, {config.image_size} px images; "
                       f"{len(train_set):,} training examples")
 
     # 3. optimisation of DESIGN.md §4's loss, its three parts logged (loop.py: prepare for the launch
     # configuration, resume if asked, then accumulate, clip, step, log, evaluate and checkpoint)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
-    loop = train_loop(cfg, accelerator, model, optimizer, scheduler, train_loader, chat_losses, name="train_vlm",
+    loop = train_loop(cfg, accelerator, model, optimizer, scheduler, train_loader,
+                      ChatLosses(config.image_start_token_id, cfg.context_dropout), name="train_vlm",
                       data_info={"train_examples": len(train_set), "skipped_rows": len(skipped)},
-                      eval_loader=eval_loader, eval_losses=chat_losses)
+                      eval_loader=eval_loader, eval_losses=ChatLosses(config.image_start_token_id))
 
     # 4. the trained model with its processor
     state = accelerator.get_state_dict(loop.model)
     trained = accelerator.unwrap_model(loop.model)
     saved = {}
     if accelerator.is_main_process:
-        trained.save_pretrained(out / "model", state_dict=state)
-        saved["model"] = out / "model"
+        if cfg.lora_rank and trained.get_base_model().config.base_llm:  # only what training changed
+            saved["adapter"] = save_adapter_package(trained, out / "adapter", state_dict=state)
+        else:
+            model_out = copy.deepcopy(trained).merge_and_unload() if cfg.lora_rank else trained  # keep the returned one
+            model_out.save_pretrained(out / "model", state_dict=None if cfg.lora_rank else state)
+            saved["model"] = out / "model"
     accelerator.wait_for_everyone()
     return TrainingResult(trained, loop.progress.step, out, saved, loop.eval_metrics)
 

@@ -9,7 +9,5 @@ data        JSONL instruction files (checked row by row), `datasets` datasets, t
 batching    deterministic length-grouped batch stream, the chat collator, the losses of a chat batch
 images      image datasets for tokenizer training
 tokenizer_objective  the tokenizer and its discriminator as one trainable module
-own_pictures  pictures the model draws as at generation, as training context (DAgger)
-drawn_pairs   those pictures' latents paired with their renders, as decoder training data
 tensor_files  safetensors files with a format tag, written atomically
 """

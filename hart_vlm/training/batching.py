@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import BatchFeature
 
 from hart_vlm.processing_hart_vlm import HartVLMProcessor
-from hart_vlm.special_tokens import IMAGE_START
 
 # DESIGN.md §4: the loss and its three parts, logged separately
 CHAT_LOSSES = ("loss", "text_loss", "image_loss", "diffusion_loss")
@@ -77,44 +76,44 @@ class GroupedBatchSampler(Sampler[list[int]]):
 
 class ChatCollator:
     """Conversations -> BatchFeature(input_ids, attention_mask, labels[, pixel_values]) through the
-    processor (right padding; images loaded and resized there).
-
-    Items may also be `OwnContextExample`s (own_pictures.WithOwnPictures): their drawn pictures
-    become `context_image_mask` (one flag per image of the batch, in order) and
-    `context_image_inputs`, which HartVLM.forward reads instead of those pictures' pixels."""
+    processor (right padding; images loaded and resized there)."""
 
     def __init__(self, processor: HartVLMProcessor, max_length: int | None = None):
         self.processor = processor
         self.max_length = max_length
 
-    def __call__(self, items: list) -> BatchFeature:
-        from hart_vlm.training.own_pictures import OwnContextExample
-
-        own = [item.context_inputs if isinstance(item, OwnContextExample) else None for item in items]
-        conversations = [item.messages if isinstance(item, OwnContextExample) else item for item in items]
-        batch = self.processor(conversations, max_length=self.max_length)
-        if all(inputs is None for inputs in own):
-            return batch
-        image_start = self.processor.tokenizer.convert_tokens_to_ids(IMAGE_START)
-        counts = (batch["input_ids"] == image_start).sum(1).tolist()
-        mask, given = [], []
-        for n, inputs in zip(counts, own):
-            cut = 0 if inputs is None else inputs.shape[0]
-            if cut > n:
-                raise ValueError(f"an example has {cut} drawn pictures but only {n} images")
-            mask += [True] * cut + [False] * (n - cut)
-            if cut:
-                given.append(inputs)
-        batch["context_image_mask"] = torch.tensor(mask, dtype=torch.bool)
-        batch["context_image_inputs"] = torch.cat(given)
-        return batch
+    def __call__(self, conversations: list) -> BatchFeature:
+        return self.processor(conversations, max_length=self.max_length)
 
 
-def chat_losses(model: torch.nn.Module, batch: BatchFeature, generator: torch.Generator, step: int) -> dict[str, torch.Tensor]:
-    """The losses of a HartVLM (or a peft model around one) on a ChatCollator batch, the same at
-    every step; context dropout and the diffusion noise draw from `generator` (loop.LossFn)."""
-    output = model(**batch, generator=generator)
-    return {name: getattr(output, name) for name in CHAT_LOSSES}
+class ChatLosses:
+    """The losses of a HartVLM (or a peft model around one) on a ChatCollator batch (loop.LossFn).
+
+    Context dropout for classifier-free guidance (DESIGN.md §4) is drawn here, with the step's
+    generator: each target image (its <|image_start|> labelled) sees nothing before it with
+    probability `context_dropout`, so that the model also learns the unconditional branch. The
+    diffusion noise draws from the same generator, after it."""
+
+    def __init__(self, image_start_id: int, context_dropout: float = 0.0):
+        if not 0.0 <= context_dropout < 1.0:
+            raise ValueError(f"context_dropout must be in [0, 1), got {context_dropout}")
+        self.image_start_id = image_start_id
+        self.context_dropout = context_dropout
+
+    def __call__(self, model: torch.nn.Module, batch: BatchFeature, generator: torch.Generator,
+                 step: int) -> dict[str, torch.Tensor]:
+        dropped = None
+        if self.context_dropout > 0:
+            starts = (batch["input_ids"] == self.image_start_id).nonzero()  # (N, 2)
+            if starts.shape[0]:
+                is_target = batch["labels"][starts[:, 0], starts[:, 1]] != -100
+                chance = torch.rand(starts.shape[0], device=starts.device, generator=generator)
+                dropped = (chance < self.context_dropout) & is_target
+        output = model(**batch, dropped_context=dropped, generator=generator)
+        losses = {name: getattr(output, name) for name in CHAT_LOSSES}
+        # logged beside the losses: real (not padding) positions of the micro-batch, for tokens/s
+        losses["positions"] = batch["attention_mask"].sum().float()
+        return losses
 
 
 def make_loader(dataset: Dataset, batch_size: int, num_batches: int, seed: int, num_workers: int = 0,

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from hart_vlm.data.assembly import generate_caption_example, generate_guide, plan_caption, plan_guide
+from hart_vlm.data.assembly import (caption_messages, generate_caption_example, generate_guide, plan_caption,
+                                    plan_guide, plan_question)
 from hart_vlm.processing_hart_vlm import ROLES
 
 CHARS_PER_TOKEN = 4  # a rough text length estimate; bucketing needs no more
@@ -191,30 +192,34 @@ class HFChatDataset(Dataset):
 # ------------------------------------------------------------------------------------------------
 # The procedural assembly mixture
 # ------------------------------------------------------------------------------------------------
-MIXTURE_TASKS = ("guide", "caption", "text")
+MIXTURE_TASKS = ("guide", "caption", "question", "text", "chat")
 
 
 class AssemblyMixture(Dataset):
     """`num_examples` conversations from the procedural assembly data of `split`, a pure function
-    of (seed, index) (DESIGN.md §7):
+    of (seed, index) (DESIGN.md §7), and from general chats:
 
     - "guide": a guide as an interleaved chat, each "Step k: ..." text followed by its picture;
     - "caption": a single picture, either drawn from a description (text -> image) or described
       (image -> text), half and half as the generator decides;
-    - "text": a guide's steps as text only, one step per line.
+    - "question": a picture and a question about its kind, material, parts or progress
+      (plan_question), answered in one sentence;
+    - "text": a guide's steps as text only, one step per line;
+    - "chat": a conversation of `chats` (e.g. general questions answered in text, so that a
+      pretrained LLM keeps its manners), example `index` taking chat `index % len(chats)`.
 
     With `overview`, guide and text answers open with the guide's plan in one line
-    (GuidePlan.overview: "Overview: (1) bottom panel; (2) ...") before "Step 1:". With
-    `varied_prompts`, guide and text prompts are worded in many ways (plan_guide), not in the one
-    wording of the held-out prompts.
+    (GuidePlan.overview: "Overview: (1) bottom panel; (2) ...") before "Step 1:". `wording` words
+    the guide and text prompts (plan_guide: "data", "varied"; never "unseen", which is kept for
+    evaluation).
 
-    Example `index` is task `task(index)`, drawn with `weights`, of the guide or caption example
-    with the same index.
+    Example `index` is task `task(index)`, drawn with `weights`, of the example of that task with
+    the same index.
     """
 
     def __init__(self, num_examples: int, split: str = "train", seed: int = 0, resolution: int = 128,
                  weights: dict[str, float] | None = None, image_positions: int = 0, overview: bool = False,
-                 varied_prompts: bool = False):
+                 wording: str = "data", chats: ChatDataset | None = None):
         weights = dict(weights) if weights is not None else {"guide": 0.6, "caption": 0.3, "text": 0.1}
         unknown = sorted(set(weights) - set(MIXTURE_TASKS))
         if unknown:
@@ -223,10 +228,15 @@ class AssemblyMixture(Dataset):
             raise ValueError(f"weights must be >= 0 with a positive sum, got {weights}")
         if num_examples < 1:
             raise ValueError(f"num_examples must be >= 1, got {num_examples}")
+        if wording not in ("data", "varied"):
+            raise ValueError(f"wording must be 'data' or 'varied' (the 'unseen' family is for evaluation), got {wording!r}")
+        if weights.get("chat", 0) > 0 and chats is None:
+            raise ValueError("the 'chat' task needs chats (the general conversations to mix in)")
         self.num_examples, self.split, self.seed, self.resolution = num_examples, split, seed, resolution
         self.image_positions = image_positions
         self.overview = bool(overview)
-        self.varied_prompts = bool(varied_prompts)
+        self.wording = wording
+        self.chats = chats
         self.tasks = [t for t in MIXTURE_TASKS if weights.get(t, 0) > 0]
         total = sum(weights[t] for t in self.tasks)
         self.cumulative = np.cumsum([weights[t] / total for t in self.tasks])
@@ -242,22 +252,29 @@ class AssemblyMixture(Dataset):
         index = int(index)
         task = self.task(index)
         if task == "guide":
-            guide = generate_guide(index, self.split, self.seed, self.resolution, self.varied_prompts)
+            guide = generate_guide(index, self.split, self.seed, self.resolution, self.wording)
             return guide.to_messages("pil", overview=self.overview)
         if task == "caption":
             return generate_caption_example(index, self.split, self.seed, self.resolution)["messages"]
-        plan = plan_guide(index, self.split, self.seed, self.varied_prompts)
+        if task == "question":
+            return caption_messages(plan_question(index, self.split, self.seed), self.resolution)["messages"]
+        if task == "chat":
+            return self.chats[index % len(self.chats)]
+        plan = plan_guide(index, self.split, self.seed, self.wording)
         steps = "\n".join(plan.step_lines(self.overview))
         return [{"role": "user", "content": [{"type": "text", "text": plan.prompt}]},
                 {"role": "assistant", "content": [{"type": "text", "text": steps}]}]
 
     def length(self, index: int) -> int:
-        task = self.task(int(index))
-        if task == "caption":
-            cap = plan_caption(int(index), self.split, self.seed)
+        index = int(index)
+        task = self.task(index)
+        if task in ("caption", "question"):
+            cap = (plan_caption if task == "caption" else plan_question)(index, self.split, self.seed)
             chars = len(cap.user_text) + len(cap.assistant_text or "")
             return chars // CHARS_PER_TOKEN + self.image_positions
-        plan = plan_guide(int(index), self.split, self.seed, self.varied_prompts)
+        if task == "chat":
+            return self.chats.length(index % len(self.chats))
+        plan = plan_guide(index, self.split, self.seed, self.wording)
         chars = len(plan.prompt) + sum(len(t) + 1 for t in plan.step_lines(self.overview))  # + a newline
         images = len(plan.step_texts) if task == "guide" else 0
         return chars // CHARS_PER_TOKEN + images * self.image_positions

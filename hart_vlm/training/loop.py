@@ -9,7 +9,8 @@ DDP, FSDP, DeepSpeed), resumes from a checkpoint when the config asks, and then,
         for every micro-batch m of the gradient_accumulation_steps:
             losses = compute_losses(model, batch, step_generator(seed, s, m, process), s)
             backward(losses["loss"]); on the last micro-batch: clip, optimizer step, zero
-        LR-schedule step; every log_every steps a "train" line of metrics.jsonl,
+        LR-schedule step; every log_every steps a "train" line of metrics.jsonl (the losses' means
+        and the wall-clock seconds per optimizer step, evaluations and checkpoints included),
         every eval_every an evaluation, every save_every a checkpoint (after the last step: all three)
 
 Each micro-batch draws from its own generator and the data order is a function of the seed, so a
@@ -18,6 +19,7 @@ resumed run repeats the uninterrupted one bit for bit (checkpoint.py).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -98,6 +100,7 @@ def train_loop(
     bar = progress_bar(cfg, accelerator, progress.step, name)
     window: list[dict[str, torch.Tensor]] = []
     eval_metrics = None
+    window_start, window_steps = time.perf_counter(), 0
     while progress.step < cfg.max_steps:
         lr = scheduler.get_last_lr()[0]
         for micro in range(cfg.gradient_accumulation_steps):
@@ -118,12 +121,15 @@ def train_loop(
             window.append({k: v.detach() for k, v in losses.items()})
         scheduler.step()
         progress.step += 1
+        window_steps += 1
         bar.update(1)
         bar.set_postfix(short({k: float(v) for k, v in window[-1].items()}))
         last = progress.step == cfg.max_steps
         if progress.step % cfg.log_every == 0 or last:
-            logger.log({"step": progress.step, "split": "train", "lr": lr, **reduce_mean(accelerator, window)})
-            window = []
+            step_seconds = (time.perf_counter() - window_start) / window_steps
+            logger.log({"step": progress.step, "split": "train", "lr": lr, **reduce_mean(accelerator, window),
+                        "step_seconds": round(step_seconds, 3)})
+            window, window_start, window_steps = [], time.perf_counter(), 0
         if eval_loader is not None and ((cfg.eval_every and progress.step % cfg.eval_every == 0) or last):
             eval_metrics = evaluate(accelerator, model, eval_loader, eval_batch_losses)
             if summarize_eval is not None:

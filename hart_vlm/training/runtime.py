@@ -17,6 +17,8 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin, parse_flag_from_env
 from tqdm.auto import tqdm
 
+from hart_vlm.precision import auto_dtype
+
 from .config import TrainingConfig
 
 
@@ -35,7 +37,8 @@ def make_accelerator(cfg: TrainingConfig) -> Accelerator:
     """The Accelerator of a recipe; the launch config (CPU, GPU, DDP, FSDP, DeepSpeed) comes from
     `accelerate launch` and the environment, the training settings from `cfg`.
 
-    - mixed precision "auto" is bf16 on a CUDA device that supports it, fp32 elsewhere;
+    - mixed precision "auto" is bf16 where the device computes it natively (a CUDA device that
+      supports it, a CPU with AMX or AVX-512 BF16: hart_vlm.precision), fp32 elsewhere;
     - gradient accumulation counts micro-batches only (`sync_with_dataloader=False`), so every
       optimizer step sees exactly `gradient_accumulation_steps` micro-batches;
     - DDP may find parameters without gradient: a text-only batch reaches neither the image head
@@ -47,7 +50,7 @@ def make_accelerator(cfg: TrainingConfig) -> Accelerator:
     if precision == "auto":
         # (not through PartialState(): created here without cpu=True it would ignore ACCELERATE_USE_CPU)
         on_cuda = torch.cuda.is_available() and not parse_flag_from_env("ACCELERATE_USE_CPU")
-        precision = "bf16" if on_cuda and torch.cuda.is_bf16_supported() else "no"
+        precision = "bf16" if auto_dtype("cuda" if on_cuda else "cpu") == torch.bfloat16 else "no"
     accelerator = Accelerator(
         mixed_precision=precision,
         gradient_accumulation_plugin=GradientAccumulationPlugin(
@@ -62,6 +65,22 @@ def make_accelerator(cfg: TrainingConfig) -> Accelerator:
         deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.batch_size
         deepspeed.deepspeed_config["gradient_clipping"] = cfg.max_grad_norm
     return accelerator
+
+
+def store_frozen_in_bf16(model: torch.nn.Module, accelerator: Accelerator, keep: tuple[str, ...] = ()) -> int:
+    """Under bf16 mixed precision, stores the frozen floating-point parameters in bf16, so that
+    autocast does not cast them again at every matrix product; trainable parameters stay float32
+    (the optimizer's master weights) and modules whose name starts with one of `keep` stay as
+    they are. Returns the number of parameters converted (0 without bf16)."""
+    if accelerator.mixed_precision != "bf16":
+        return 0
+    converted = 0
+    for name, param in model.named_parameters():
+        if param.requires_grad or not param.is_floating_point() or name.startswith(keep):
+            continue
+        param.data = param.data.to(torch.bfloat16)
+        converted += param.numel()
+    return converted
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainingConfig) -> torch.optim.AdamW:

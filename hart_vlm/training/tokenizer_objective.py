@@ -19,7 +19,6 @@ from torch.func import functional_call
 
 from hart.discriminator import PatchDiscriminator, generator_hinge_loss
 from hart.tokenizer import HybridTokenizer
-from hart_vlm.training.drawn_pairs import decoder_losses
 
 
 class TokenizerObjective(nn.Module):
@@ -30,23 +29,17 @@ class TokenizerObjective(nn.Module):
 
     def forward(
         self,
-        images: torch.Tensor | dict,
+        images: torch.Tensor,
         generator: torch.Generator | None = None,
         continuous_prob: float = 0.5,
         adversarial_weight: float = 0.0,
     ) -> dict[str, torch.Tensor]:
-        """Losses of one batch (B, 3, H, W) in [-1, 1]: "loss" (to minimise) and its parts. A
-        DecoderItems batch (a dict: renders and the latents the unified model drew for them)
-        trains the decoding side alone (drawn_pairs.decoder_losses).
+        """Losses of one batch (B, 3, H, W) in [-1, 1]: "loss" (to minimise) and its parts.
 
         continuous_prob: the hybrid alternation of HART §3.1 (0 = discrete-only training).
         adversarial_weight: 0 before the GAN warm-up ends (the discriminator is then not trained
         either); > 0 adds both adversarial terms.
         """
-        if isinstance(images, dict):
-            if adversarial_weight > 0:
-                raise ValueError("a batch of drawn latents trains without the discriminator (adversarial_weight 0)")
-            return decoder_losses(self.tokenizer, images, generator, continuous_prob)
         losses = self.tokenizer.training_losses(images, generator, continuous_prob=continuous_prob)
         out = {"loss": losses.total, "reconstruction": losses.reconstruction, "vq": losses.vq}
         if self.discriminator is not None and adversarial_weight > 0:

@@ -138,12 +138,12 @@ def test_steps_picks_the_step_modes(bench, tiny_model_dir, tmp_path):
     bench.main(["--model", str(tiny_model_dir), "--num", "1", "--cfg", "0", "--steps", "free", "--max-new-tokens", "6",
                 "--force-image-after", r"\S\s*$", "--temperature", "0", "--image-top-k", "5", "3",
                 "--repetition-penalty", "1.1", "--diffusion-cfg", "1", "--diffusion-temperature", "0.5",
-                "--varied-prompts", "--decoding", "free", "--step-retries", "2", "--json", str(paths["json"])])
+                "--wording", "unseen", "--decoding", "free", "--step-retries", "2", "--json", str(paths["json"])])
     assert paths["plot"].stat().st_size > 0  # no --plot: beside --json, never over the default run's plot
     saved = json.loads(paths["json"].read_text())
-    assert saved["setup"]["step_modes"] == ["free"] and saved["setup"]["varied_prompts"]
+    assert saved["setup"]["step_modes"] == ["free"] and saved["setup"]["wording"] == "unseen"
     assert saved["setup"]["decodings"] == ["free"] and {r["decoding"] for r in saved["rows"]} == {"free"}
-    assert saved["rows"][0]["per_story"][0]["prompt"] == plan_guide(0, "heldout", 0, varied_prompts=True).prompt
+    assert saved["rows"][0]["per_story"][0]["prompt"] == plan_guide(0, "heldout", 0, wording="unseen").prompt
     assert saved["setup"]["sampling"]["temperature"] == 0.0  # greedy text, recorded with the results
     assert saved["setup"]["sampling"]["image_top_k"] == [5, 3]
     assert saved["setup"]["sampling"]["repetition_penalty"] == 1.1
@@ -166,7 +166,7 @@ def test_bad_sampling_flags_are_refused(bench, tiny_model_dir, capsys, flag, val
 def test_without_a_model_it_exits_with_status_2(bench, monkeypatch, capsys):
     import hart_vlm.default_model
 
-    monkeypatch.setattr(hart_vlm.default_model, "has_default_model", lambda: False)
+    monkeypatch.setattr(hart_vlm.default_model, "has_default_model", lambda name="tiny": False)
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--num", "1"])
     assert exit_info.value.code == 2

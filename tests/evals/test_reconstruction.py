@@ -182,7 +182,7 @@ def test_without_a_model_it_exits_with_status_2(monkeypatch, capsys):
     import hart_vlm.default_model
 
     reconstruction = load_eval("reconstruction")
-    monkeypatch.setattr(hart_vlm.default_model, "has_default_model", lambda: False)
+    monkeypatch.setattr(hart_vlm.default_model, "has_default_model", lambda name="tiny": False)
     with pytest.raises(SystemExit) as exit_info:
         reconstruction.main(["--num", "1"])
     assert exit_info.value.code == 2

@@ -67,22 +67,22 @@ def test_the_cached_context_gives_the_codes_of_the_full_sequence_forward(forcing
     input_ids, pixels = batch["input_ids"], batch["pixel_values"]
     starts = (input_ids[0] == model.vocab.image_start_id).nonzero()[:, 0].tolist()
     with torch.no_grad():
-        logits = model(input_ids, pixel_values=pixels).logits[0, :, model.vocab.text_vocab_size:]
+        logits = model(input_ids, pixel_values=pixels).image_logits  # (N, num_codes, V): code c at <|image_start|> + c
         enc = model.image_tokenizer.encode(pixels)
     sampling = SamplingConfig.from_kwargs(cfg=0, use_residual=False, image_top_k=(1, 1))
     j = 1  # the second step: its context holds the first step's picture
     gen = forcing.forcing_generator(model, sampling, torch.Generator().manual_seed(0), [0, K - 1])
     gen.true_codes = [codes[j] for codes in enc.indices]
     with torch.no_grad():
-        images = gen.draw(input_ids[:, :starts[j]], pixels[:j])
+        images = gen.draw_all(input_ids[:, :starts[j]], pixels[:j])
     assert len(images) == 2
     last = model.layout.input_block(K - 1)
-    expected = logits[starts[j] + 1 + last.start: starts[j] + 1 + last.stop].argmax(-1)
+    expected = logits[j, 1 + last.start: 1 + last.stop].argmax(-1)
     assert torch.equal(gen.drawn[K - 1][1], expected)
     for k in range(K - 1):  # the copied scales
         assert torch.equal(gen.drawn[k][1], gen.true_codes[k])
     # the first scale of the uncopied row is the argmax at <|image_start|>
-    assert torch.equal(gen.drawn[0][0], logits[starts[j]: starts[j] + 1].argmax(-1))
+    assert torch.equal(gen.drawn[0][0], logits[j, :1].argmax(-1))
 
 
 def test_sampling_flags_reach_the_run_and_its_record(forcing, tiny_model_dir, tmp_path):
@@ -109,7 +109,7 @@ def test_the_earlier_pictures_in_the_context_are_the_renders_or_the_models_own(f
 
     def recording(*args, **kwargs):
         gen = make(*args, **kwargs)
-        draw = gen.draw
+        draw = gen.draw_all
 
         def recorded_draw(input_ids, pixel_values):
             images = draw(input_ids, pixel_values)
@@ -117,7 +117,7 @@ def test_the_earlier_pictures_in_the_context_are_the_renders_or_the_models_own(f
             drawn.append(images)
             return images
 
-        gen.draw = recorded_draw
+        gen.draw_all = recorded_draw
         return gen
 
     monkeypatch.setattr(forcing, "forcing_generator", recording)

@@ -10,8 +10,8 @@ from PIL import Image
 
 from hart_vlm.generation import InterleavedGenerator
 from hart_vlm.sampling import SamplingConfig
-from hart_vlm.events import ImageDone, ImagePreview, TextDelta, collect
-from hart_vlm.story import Story
+from hart_vlm.outputs import ImageDone, ImagePreview, TextDelta, collect
+from hart_vlm.stories import Story
 
 QUESTION = [{"role": "user", "content": [{"type": "text", "text": "How do I assemble a stool?"}]}]
 EVERY_FEW_TOKENS = r"[\s\S]{12}"  # forces an image once a text segment holds 12 characters
@@ -33,12 +33,12 @@ def test_each_image_start_gives_one_complete_image_and_the_cache_holds_it(tiny_m
     size = tiny_model.config.image_size
     assert all(im.image.size == (size, size) for im in images)
     # cache length = prompt + every text token fed + every image's full layout
-    grown = runner.next_pos[0].item() - inputs["attention_mask"][0].sum().item()
+    grown = runner.state.next_pos[0].item() - inputs["attention_mask"][0].sum().item()
     assert grown == len(runner.history[0]) + 3 * tiny_model.layout.num_positions
-    assert runner.cache.get_seq_length() == runner.mask.shape[1]
+    assert runner.state.cache.get_seq_length() == runner.state.mask.shape[1]
     # the cond row sees every real position, the images' too: text after an image reads it
-    real = runner.mask[0].bool()
-    image_positions = (runner.blocks[0] >= 0) & real
+    real = runner.state.mask[0].bool()
+    image_positions = (runner.state.blocks[0] >= 0) & real
     assert int(image_positions.sum()) == 3 * tiny_model.layout.num_input_positions
 
 
@@ -85,104 +85,14 @@ def test_cfg_zero_equals_unguided(tiny_model):
         assert diff.abs().max() <= 1  # float noise of a batch of 2 rows instead of 1, at most one level
 
 
-class _Recording(InterleavedGenerator):
-    """Records every scale's codes and unguided conditional log-likelihood as drawn; with
-    `forced`, a list of pyramids (K lists of codes), draws those instead, in order."""
-
-    def __init__(self, *args, forced=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.forced, self.drawn, self.loglik = forced, [], []
-
-    def _sample_codes(self, h, k):
-        codes = super()._sample_codes(h, k)
-        if self.forced is not None:
-            codes = self.forced[len(self.drawn) // self.layout.num_scales][k].clone()
-        logp = self.model.image_logits(h[:codes.shape[0]]).float().log_softmax(-1)
-        self.drawn.append(codes.clone())
-        self.loglik.append(float(logp.gather(-1, codes[..., None]).sum()))
-        return codes
-
-
-def test_best_of_n_keeps_the_most_likely_picture_and_only_it_stays_in_the_cache(tiny_model):
-    """With image_candidates=3 each picture is the most likely of three drawn from the same context,
-    and the answer goes on exactly as if only that picture had been drawn: a run that is given the
-    kept codes writes the same text, paints the same pictures and previews, and has the same cache."""
-    K = tiny_model.layout.num_scales
-    kwargs = dict(max_new_tokens=40, force_image_after=EVERY_FEW_TOKENS, max_images=2, temperature=0.0,
-                  use_residual=False, preview_every=1)
-    inputs = tiny_model.processor([QUESTION], add_generation_prompt=True, padding_side="left")
-    args = (inputs["input_ids"], inputs["attention_mask"], None)
-    best = _Recording(tiny_model, SamplingConfig(image_candidates=3, **kwargs), torch.Generator().manual_seed(0))
-    best_events = list(best.run(*args))
-    pyramids = [best.drawn[i:i + K] for i in range(0, len(best.drawn), K)]
-    scores = [sum(best.loglik[i:i + K]) for i in range(0, len(best.loglik), K)]
-    assert len(pyramids) == 2 * 3
-    kept = [pyramids[3 * j + max(range(3), key=lambda c: scores[3 * j + c])] for j in range(2)]
-    assert len({tuple(torch.cat(p, dim=1).flatten().tolist()) for p in pyramids}) > 2  # the candidates differ
-
-    single = _Recording(tiny_model, SamplingConfig(**kwargs), torch.Generator().manual_seed(1), forced=kept)
-    single_events = list(single.run(*args))
-    a, b = collect(best_events), collect(single_events)
-    assert a.text == b.text and len(a.images) == 2
-    assert [i.tobytes() for i in a.images] == [i.tobytes() for i in b.images]
-    previews = [[e.image.tobytes() for e in events if isinstance(e, ImagePreview)] for events in (best_events, single_events)]
-    assert previews[0] == previews[1] and len(previews[0]) == 2 * (K - 1)
-    # the dropped candidates left nothing behind: same positions, mask and keys as the single run
-    assert best.cache.get_seq_length() == single.cache.get_seq_length() == best.mask.shape[1]
-    assert torch.equal(best.mask, single.mask) and torch.equal(best.next_pos, single.next_pos)
-    for x, y in zip(best.cache.layers, single.cache.layers):
-        torch.testing.assert_close(x.keys, y.keys, rtol=1e-4, atol=1e-5)
-
-
-class _FirstPictureChanged(InterleavedGenerator):
-    """Draws the first picture's codes shifted by one codebook entry, the rest as sampled."""
-
-    def _sample_codes(self, h, k):
-        codes = super()._sample_codes(h, k)
-        self.calls = getattr(self, "calls", 0) + 1
-        if self.calls <= self.layout.num_scales:
-            codes = (codes + 1) % self.tok.config.vocab_size
-        return codes
-
-
-@pytest.mark.parametrize("use_residual", [False, True])
-def test_text_context_draws_each_picture_from_the_text_alone(tiny_model, use_residual):
-    """image_context="text": what the first picture shows changes nothing after it (text, later
-    pictures), as the training mask of text_context_prob has it; with "all" it does."""
-    sampling = dict(max_new_tokens=40, force_image_after=EVERY_FEW_TOKENS, max_images=2, use_residual=use_residual)
-    inputs = tiny_model.processor([QUESTION], add_generation_prompt=True, padding_side="left")
-    args = (inputs["input_ids"], inputs["attention_mask"], None)
-
-    def answers(context: str):
-        config = SamplingConfig(image_context=context, **sampling)
-        runs = [cls(tiny_model, config, torch.Generator().manual_seed(0)) for cls in (InterleavedGenerator, _FirstPictureChanged)]
-        return [collect(list(r.run(*args))) for r in runs], runs
-
-    def after_first_picture(runs):  # the last layer's keys of every position after the first picture
-        first_end = int((runs[0].blocks[0] >= 0).nonzero()[tiny_model.layout.num_input_positions - 1])
-        return [r.cache.layers[-1].keys[0, :, first_end + 1 :] for r in runs]
-
-    (plain, changed), runs = answers("text")
-    assert len(plain.images) == len(changed.images) == 2
-    assert plain.images[0].tobytes() != changed.images[0].tobytes()
-    assert plain.text == changed.text and plain.images[1].tobytes() == changed.images[1].tobytes()
-    torch.testing.assert_close(*after_first_picture(runs), rtol=0, atol=1e-6)
-    drawn = runs[0].blocks[0] >= 0  # every picture's input positions, hidden from the cond row
-    assert int(drawn.sum()) == 2 * tiny_model.layout.num_input_positions and not runs[0].mask[0][drawn].any()
-    _, runs = answers("all")  # the text and the second picture read the first
-    assert not torch.allclose(*after_first_picture(runs), rtol=0, atol=1e-4)
-    with pytest.raises(ValueError, match="image_context must be 'all' or 'text'"):
-        SamplingConfig(image_context="none")
-
-
 def test_generation_records_no_autograd_graph(tiny_model):
     """The cache must not carry gradients: with autograd on, every pass kept the graph of the whole
     history alive (a five-step story of the default model held 4 GB instead of 0.5)."""
-    sampling = SamplingConfig(max_new_tokens=20, force_image_after=EVERY_FEW_TOKENS, max_images=1, image_candidates=2)
+    sampling = SamplingConfig(max_new_tokens=20, force_image_after=EVERY_FEW_TOKENS, max_images=1)
     runner, _, events = _run(tiny_model, sampling)
     assert len(collect(events).images) == 1
     assert torch.is_grad_enabled()
-    assert not any(layer.keys.requires_grad or layer.values.requires_grad for layer in runner.cache.layers)
+    assert not any(layer.keys.requires_grad or layer.values.requires_grad for layer in runner.state.cache.layers)
 
 
 def test_guidance_grows_with_the_scale():
@@ -194,7 +104,7 @@ def test_batches_modes_and_limits(tiny_model):
     batch = [QUESTION, [{"role": "user", "content": "Show me step by step how to build a desk."}]]
     answers = tiny_model.chat(batch, seed=0, max_new_tokens=20, force_image_after=EVERY_FEW_TOKENS, max_images=1)
     assert len(answers) == 2 and all(len(a.images) == 1 for a in answers)
-    for mode in (dict(image_mode="raster"), dict(use_residual=False)):
+    for mode in (dict(use_residual=False),):
         a = tiny_model.chat(QUESTION, seed=0, max_new_tokens=10, force_image_after=EVERY_FEW_TOKENS, max_images=1, **mode)
         assert len(a.images) == 1
     none = tiny_model.chat(QUESTION, seed=0, max_new_tokens=15, force_image_after=EVERY_FEW_TOKENS, max_images=0)
@@ -277,35 +187,36 @@ def test_a_line_rejected_every_time_is_retried_then_the_first_try_stands(tiny_mo
     assert all(t.endswith(line.strip()) for t, line in zip(checked, lines[0::3]))  # the first try is greedy
     assert any(a != b for a, b in zip(lines[0::3], lines[1::3]))  # the retries are sampled
     # the cache: taken-back positions stay but are masked; position ids were reused
-    grown = runner.next_pos[0].item() - inputs["attention_mask"][0].sum().item()
+    grown = runner.state.next_pos[0].item() - inputs["attention_mask"][0].sum().item()
     assert grown == len(runner.history[0]) + 3 * tiny_model.layout.num_positions
-    assert runner.mask[0].sum().item() == runner.next_pos[0].item()
-    assert runner.cache.get_seq_length() == runner.mask.shape[1] > runner.next_pos[0].item()
+    assert runner.state.mask[0].sum().item() == runner.state.next_pos[0].item()
+    assert runner.state.cache.get_seq_length() == runner.state.mask.shape[1] > runner.state.next_pos[0].item()
 
 
 def test_a_retry_that_ends_before_its_sentence_is_taken_back(tiny_model, monkeypatch):
     """A retry that reaches a newline (or the end of the turn, or an image) before its sentence
     ends cannot be checked: it counts as rejected and is taken back like one."""
     import hart_vlm.generation as generation
+    import hart_vlm.generation.lines as lines_module
 
     broken = []
 
-    class Line(generation._Line):
+    class Line(lines_module.Line):
         def __setattr__(self, name, value):
             if name == "broken" and value:
                 broken.append(self.tries)
             super().__setattr__(name, value)
 
-    monkeypatch.setattr(generation, "_Line", Line)
+    monkeypatch.setattr(lines_module, "Line", Line)
     # every third token id counts as a line end, so that sampled retries often end early
-    monkeypatch.setattr(generation.InterleavedGenerator, "_ends_line", lambda self, token: token % 3 == 0)
+    monkeypatch.setattr(generation.InterleavedGenerator, "ends_line", lambda self, token: token % 3 == 0)
     sampling = SamplingConfig(max_new_tokens=40, temperature=0.0, force_image_after=EVERY_FEW_TOKENS, max_images=3,
                               step_retries=4, retry_temperature=5.0, top_k=0, top_p=1.0)
     plain = collect(_run(tiny_model, sampling)[2])
     runner, inputs, events = _run_checked(tiny_model, sampling, _Checks("retry"))
     assert broken and all(tries > 0 for tries in broken)  # only retries break
     assert collect(events).text == plain.text  # every try rejected: the greedy lines stand
-    assert runner.mask[0].sum().item() == runner.next_pos[0].item()
+    assert runner.state.mask[0].sum().item() == runner.state.next_pos[0].item()
 
 
 def test_an_accepted_retry_is_kept_and_stop_ends_the_answer(tiny_model):
@@ -337,7 +248,7 @@ def test_when_no_try_is_accepted_the_first_near_miss_stands(tiny_model):
     kept = _checked_texts(answer.parts)[0]
     assert kept.endswith(tries[1].strip()) and not kept.endswith(tries[0].strip())
     assert check.calls[4][0].endswith(tries[1].strip())  # the next line reads the kept one before it
-    assert runner.mask[0].sum().item() == runner.next_pos[0].item()
+    assert runner.state.mask[0].sum().item() == runner.state.next_pos[0].item()
 
 
 class _LineChecks(_Checks):
@@ -350,7 +261,7 @@ def short_lines(monkeypatch):
     checked), greedy text kept from repeating itself, and every fourth token id ends a line."""
     import hart_vlm.generation as generation
 
-    monkeypatch.setattr(generation.InterleavedGenerator, "_ends_line", lambda self, token: token % 4 == 0)
+    monkeypatch.setattr(generation.InterleavedGenerator, "ends_line", lambda self, token: token % 4 == 0)
     return dict(max_new_tokens=40, temperature=0.0, repetition_penalty=3.0, force_image_after=r"(?!)")
 
 
@@ -370,7 +281,7 @@ def test_a_whole_line_is_read_when_it_ends_and_the_first_try_stands_when_all_are
     assert plain.text.startswith("".join(firsts)) and answer.startswith("".join(firsts[:len(lines) // 3]))
     assert all(a != b for a, b in zip(firsts, lines[1::3]))  # the retries are sampled
     assert [before for before, _ in check.calls[3::3]] == ["".join(firsts[:k]) for k in range(1, len(firsts))]
-    assert runner.mask[0].sum().item() == runner.next_pos[0].item()
+    assert runner.state.mask[0].sum().item() == runner.state.next_pos[0].item()
 
 
 def test_an_accepted_retry_of_a_whole_line_is_kept(tiny_model, short_lines):
@@ -427,16 +338,12 @@ def test_generate_story_follows_the_plan_of_a_furniture_prompt_by_default(tiny_m
         (lambda m: m.generate_story("", seed=0), "prompt"),
         (lambda m: m.generate_story("How?", num_steps=0), "num_steps"),
         (lambda m: m.chat(QUESTION, step_check=_Checks("accept")), "step_check needs force_image_after"),
-        (lambda m: m.generate_story("How?", step_check="accept"), "step_check must be 'auto', None or a callable"),
+        (lambda m: m.generate_story("How?", step_check="accept"), "step_check must be 'auto', None or a StepCheck"),
         (lambda m: m.chat(QUESTION, force_image_after="x", step_check="auto"), "step_check must be callable"),
         (lambda m: m.generate_story("How?", max_new_tokens=20, force_image_after=EVERY_FEW_TOKENS,
-                                    step_check=_Checks("maybe")), "step_check must return one of"),
+                                    step_check=_Checks("maybe")), "step_check must return a Verdict"),
         (lambda m: m.generate_story("How?", step_retries=-1), "step_retries"),
         (lambda m: m.generate_story("How?", retry_temperature=0.0), "retry_temperature"),
-        (lambda m: m.chat(QUESTION, image_candidates=0), "image_candidates must be an int >= 1"),
-        (lambda m: m.chat(QUESTION, image_candidates=2.0), "image_candidates must be an int >= 1"),
-        (lambda m: m.chat(QUESTION, image_candidates=2, image_mode="raster"), "image_candidates > 1 needs"),
-        (lambda m: m.chat(QUESTION, image_context="text", image_mode="raster"), "image_context='text' needs"),
     ],
 )
 def test_bad_arguments_give_clear_errors(tiny_model, call, match):
@@ -449,18 +356,18 @@ def test_story_command_line(tmp_path, tiny_model, capsys):
 
     tiny_model.save_pretrained(tmp_path / "model")
     code = main(["story", "How do I assemble a stool?", "--out", str(tmp_path / "out"), "--model", str(tmp_path / "model"),
-                 "--steps", "1", "--max-new-tokens", "30", "--seed", "1", "--image-candidates", "2"])
+                 "--steps", "1", "--max-new-tokens", "30", "--seed", "1", "--cfg", "2"])
     assert code == 0
-    assert json.loads((tmp_path / "out" / "story.json").read_text())["metadata"]["image_candidates"] == 2
+    assert json.loads((tmp_path / "out" / "story.json").read_text())["metadata"]["cfg"] == 2
     captured = capsys.readouterr()
     assert "index.html" in captured.out and (tmp_path / "out" / "storyboard.png").exists()
     assert "PlanFollower('stool')" in captured.err
     saved = json.loads((tmp_path / "out" / "story.json").read_text())
     assert saved["metadata"]["step_check"] == "PlanFollower('stool')"
     main(["story", "How do I assemble a stool?", "--out", str(tmp_path / "free"), "--model", str(tmp_path / "model"),
-          "--steps", "1", "--max-new-tokens", "30", "--no-follow-plan", "--image-context", "text"])
+          "--steps", "1", "--max-new-tokens", "30", "--no-follow-plan"])
     free = json.loads((tmp_path / "free" / "story.json").read_text())["metadata"]
-    assert free["step_check"] is None and free["image_context"] == "text"
+    assert free["step_check"] is None
 
 
 def test_chat_command_line_saves_images_and_prints_their_paths(tmp_path, tiny_model, monkeypatch, capsys):

@@ -42,7 +42,7 @@ def test_cached_blockwise_forward_equals_full_forward(text_tokenizer, backbone, 
         assert len(cuts) > 10  # several text steps and several scale blocks
         for a, b in zip(cuts[:-1], cuts[1:]):
             h, cache = model.run_backbone(
-                embeds[:, a:b], mask[:, :b], blocks[:, :b], positions[:, a:b], past_key_values=cache, use_cache=True
+                embeds[:, a:b], mask[:, :b], blocks[:, :b], positions[:, a:b], cache=cache, use_cache=True
             )
             pieces.append(h)
         cached = torch.cat(pieces, dim=1)
@@ -76,11 +76,26 @@ def test_block_mask_lets_a_scale_see_itself_but_not_the_future(tiny_model):
 def test_text_logits_equal_the_backbones_own(tiny_model, text_tokenizer):
     ids = text_tokenizer("Step 1: attach the legs to the seat.", return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        ours = tiny_model(input_ids=ids).logits
+        out = tiny_model(input_ids=ids)
         backbone = tiny_model.backbone(input_ids=ids).logits
-    T = tiny_model.vocab.text_vocab_size
-    assert ours.shape[-1] == T + tiny_model.config.image_tokenizer.vocab_size
-    torch.testing.assert_close(ours[..., :T], backbone, rtol=0, atol=1e-6)
+    assert out.logits.shape[-1] == tiny_model.vocab.text_vocab_size and out.image_logits.shape[0] == 0
+    assert torch.equal(out.logits, backbone)
+
+
+def test_logits_are_computed_only_where_something_is_predicted(tiny_model):
+    """Without labels: text logits everywhere, code logits at each image's code positions only,
+    equal to the image head on the hidden states there; with labels, the losses and no logits."""
+    batch = tiny_model.processor([interleaved_conversation(0)])
+    starts = (batch["input_ids"][0] == tiny_model.vocab.image_start_id).nonzero()[:, 0]
+    with torch.no_grad():
+        out = tiny_model(**{k: v for k, v in batch.items() if k != "labels"})
+        trained = tiny_model(**batch)
+    n_codes = tiny_model.layout.num_codes
+    assert out.image_logits.shape == (3, n_codes, tiny_model.config.image_tokenizer.vocab_size)
+    for i, p in enumerate(starts.tolist()):
+        expected = tiny_model.image_logits(out.hidden_states[0, p : p + n_codes])
+        torch.testing.assert_close(out.image_logits[i], expected)
+    assert trained.logits is None and trained.image_logits is None and torch.isfinite(trained.loss)
 
 
 def test_vocabulary_extension_keeps_text_logits(tmp_path, text_tokenizer):
@@ -207,145 +222,44 @@ def test_from_preset_builds_a_ready_to_use_model():
     assert len(reply.images) == 1
 
 
-def test_context_dropout_hides_the_context_of_a_dropped_image(text_tokenizer):
-    """With context dropout, a target image's positions see nothing before its <|image_start|>:
-    changing the user's words does not change them (the unconditional branch of CFG)."""
-    model = build_tiny(text_tokenizer, context_dropout_prob=0.999).train()
+def test_a_dropped_context_hides_everything_before_the_image(tiny_model):
+    """`dropped_context`: a target image's positions see nothing before its <|image_start|>, so
+    changing the user's words does not change them (the unconditional branch of CFG); the recipe
+    draws which images (training/ChatLosses)."""
     a, b = interleaved_conversation(0), interleaved_conversation(0)
     b[0]["content"][0]["text"] = "Tell me how the desk goes together?"
-    outs = []
-    for conversation in (a, b):
-        batch = model.processor([conversation])
-        with torch.no_grad():
-            out = model(**batch, generator=torch.Generator().manual_seed(0))
-        start = int((batch["input_ids"][0] == model.vocab.image_start_id).nonzero()[1])  # first target image
-        outs.append(out.hidden_states[0, start : start + model.layout.num_input_positions + 1])
-    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-5)
-    model.eval()  # and without dropout (eval) the context matters
-    with torch.no_grad():
-        h = [model(**model.processor([c])).hidden_states for c in (a, b)]
-    assert not torch.allclose(h[0][0, -5:], h[1][0, -5:])
+    hidden = {}
+    for dropped in (True, False):
+        outs = []
+        for conversation in (a, b):
+            batch = tiny_model.processor([conversation])
+            with torch.no_grad():
+                out = tiny_model(**batch, dropped_context=torch.tensor([False, dropped, False]),
+                                 generator=torch.Generator().manual_seed(0))
+            start = int((batch["input_ids"][0] == tiny_model.vocab.image_start_id).nonzero()[1])  # first target image
+            outs.append(out.hidden_states[0, start : start + tiny_model.layout.num_input_positions + 1])
+        hidden[dropped] = outs
+    torch.testing.assert_close(*hidden[True], rtol=0, atol=1e-5)
+    assert not torch.allclose(*hidden[False])  # without dropout the context matters
+    with pytest.raises(ValueError, match=r"dropped_context must be a bool tensor of shape \(3,\)"):
+        tiny_model(**tiny_model.processor([a]), dropped_context=torch.tensor([True]))
 
 
-def test_code_corruption_feeds_target_images_with_mistakes_in_training_only(text_tokenizer):
-    """code_corruption_prob: a target image's input positions carry mistaken codes and its labels
-    correct them; the user's image is read as it is; eval mode never corrupts."""
-    model = build_tiny(text_tokenizer, context_dropout_prob=0.0, code_corruption_prob=1.0)
-    batch = model.processor([interleaved_conversation(0)])
-    ids, pixels = batch["input_ids"], batch["pixel_values"]
-    clean, _, starts, enc = model.embed_inputs(ids, pixels)
-    bad, _, _, enc_bad = model.embed_inputs(ids, pixels, torch.tensor([0.0, 1.0, 1.0]), torch.Generator().manual_seed(0))
-    span = model.layout.num_input_positions
-    (b0, p0), (b1, p1), _ = starts.tolist()
-    torch.testing.assert_close(bad[b0, p0 + 1 : p0 + 1 + span], clean[b0, p0 + 1 : p0 + 1 + span], rtol=0, atol=1e-6)
-    assert not torch.allclose(bad[b1, p1 + 1 : p1 + 1 + span], clean[b1, p1 + 1 : p1 + 1 + span])
-    assert all(torch.equal(c[0], d[0]) for c, d in zip(enc.indices, enc_bad.indices))  # the user's image: same labels
-    assert any(not torch.equal(c[1:], d[1:]) for c, d in zip(enc.indices, enc_bad.indices))  # later labels correct
-    with pytest.raises(ValueError, match="code_corruption_prob must be in"):
-        build_tiny(text_tokenizer, code_corruption_prob=1.5)
-    with pytest.raises(ValueError, match="code_corruption_top_k must be in"):
-        build_tiny(text_tokenizer, code_corruption_top_k=0)
+def test_context_dropout_is_drawn_for_target_images_only(tiny_model):
+    from hart_vlm.training.batching import ChatLosses
 
-    def image_loss(train: bool) -> float:
-        model.train(train)
-        with torch.no_grad():
-            return model(**batch, generator=torch.Generator().manual_seed(0)).image_loss.item()
-
-    evaluated = image_loss(False)
-    assert image_loss(True) != evaluated  # training draws mistakes
-    model.config.code_corruption_prob = 0.0
-    assert image_loss(True) == pytest.approx(evaluated, abs=1e-6)  # off: training sees the clean codes
-
-
-def test_own_context_replaces_earlier_drawn_pictures_with_the_models_codes(text_tokenizer):
-    """own_context_prob: a target picture that a later picture reads is replaced by the codes the
-    model draws for it from one pass over the true sequence; the user's image and the last picture
-    stay; the replaced picture is context only; eval mode never replaces."""
-    model = build_tiny(text_tokenizer, context_dropout_prob=0.0, own_context_prob=1.0, own_context_top_k=1)
-    batch = model.processor([interleaved_conversation(0), interleaved_conversation(3)], padding_side="left")
-    ids, pixels, mask = batch["input_ids"], batch["pixel_values"], batch["attention_mask"]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    clean, blocks, starts, _ = model.embed_inputs(ids, pixels)
-    is_target = batch["labels"][starts[:, 0], starts[:, 1]] != -100
-    own = model._own_codes(clean, mask, blocks, positions, starts, is_target, torch.Generator().manual_seed(0))
-    assert own.replaced.tolist() == [False, True, False, False, True, False]
-    # top-k 1: the drawn codes are the most likely ones of the teacher-forced pass
-    with torch.no_grad():
-        logits = model.eval()(**batch).logits[..., model.vocab.text_vocab_size :]
-    for (b, p), codes in zip(starts[own.replaced].tolist(), torch.cat(own.codes, dim=1)):
-        torch.testing.assert_close(codes, logits[b, p : p + model.layout.num_codes].argmax(-1), rtol=0, atol=0)
-    mixed = model._scatter_image_inputs(clean, starts[own.replaced], own.inputs)
-    span = model.layout.num_input_positions
-    for k, (b, p) in enumerate(starts.tolist()):
-        same = torch.allclose(mixed[b, p + 1 : p + 1 + span], clean[b, p + 1 : p + 1 + span], atol=1e-6)
-        assert same != bool(own.replaced[k])
-    outside = torch.ones_like(mixed[..., 0], dtype=torch.bool)
-    for b, p in starts[own.replaced].tolist():
-        outside[b, p + 1 : p + 1 + span] = False
-    torch.testing.assert_close(mixed[outside], clean[outside], rtol=0, atol=0)  # text and other pictures untouched
-    with pytest.raises(ValueError, match="own_context_prob must be in"):
-        build_tiny(text_tokenizer, own_context_prob=-0.1)
-    with pytest.raises(ValueError, match="own_context_top_k must be an int"):
-        build_tiny(text_tokenizer, own_context_top_k=-1)
-
-    def losses(train: bool) -> tuple[float, float]:
-        model.train(train)
-        with torch.no_grad():
-            out = model(**batch, generator=torch.Generator().manual_seed(0))
-        return out.image_loss.item(), out.text_loss.item()
-
-    evaluated = losses(False)
-    replaced = losses(True)
-    assert replaced[0] != pytest.approx(evaluated[0], abs=1e-4)  # one picture fewer, read after a drawn one
-    assert replaced[1] != pytest.approx(evaluated[1], abs=1e-4)  # step 2's text reads the drawn picture
-    model.config.own_context_prob = 0.0
-    assert losses(True) == pytest.approx(evaluated, abs=1e-6)  # off: training reads the true codes
-
-
-def test_text_context_lets_no_position_but_its_own_read_a_picture(text_tokenizer):
-    """text_context_prob: in a chosen conversation (one whose pictures are all targets) a picture's
-    input positions are read by that picture alone, so everything after it, text and later
-    pictures, is the same whatever it shows; a conversation with a user's picture is never chosen;
-    eval mode never hides."""
-    model = build_tiny(text_tokenizer, context_dropout_prob=0.0, text_context_prob=1.0)
-    story = interleaved_conversation(3)
-    story[0] = {"role": "user", "content": [{"type": "text", "text": "How do I build a stool?"}]}
-    batch = model.processor([story, interleaved_conversation(5)], padding_side="left")
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    starts = (ids == model.vocab.image_start_id).nonzero()
-    is_target = batch["labels"][starts[:, 0], starts[:, 1]] != -100
-    assert is_target.tolist() == [True, True, False, True, True]  # the second row opens with a user's picture
-    image_of = model._text_context_spans(ids, starts, is_target, torch.Generator().manual_seed(0))
-    n = model.layout.num_input_positions
-    (_, p1), (_, p2) = starts[:2].tolist()
-    assert (image_of[0, p1 + 1 : p1 + 1 + n] == -1).all() and (image_of[0, p2 + 1 : p2 + 1 + n] == -2).all()
-    assert int((image_of != 0).sum()) == 2 * n  # nothing else, and nothing in the second row
-
-    def hidden(pixels):
-        embeds, blocks, _, _ = model.embed_inputs(ids, pixels)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.no_grad():
-            return model.run_backbone(embeds, mask, blocks, positions, image_of=image_of)[0]
-
-    pixels = batch["pixel_values"]
-    other = pixels.clone()
-    other[0] = -other[0]  # the first drawn picture shows something else
-    a, b = hidden(pixels), hidden(other)
-    after = p1 + 1 + n  # its <|image_end|> and everything after it
-    torch.testing.assert_close(a[0, after:], b[0, after:])
-    assert not torch.allclose(a[0, p1 + 2 : after], b[0, p1 + 2 : after])  # the picture reads itself
-
-    def image_loss(train: bool) -> float:
-        model.train(train)
-        with torch.no_grad():
-            return model(**batch, generator=torch.Generator().manual_seed(0)).image_loss.item()
-
-    evaluated = image_loss(False)
-    assert image_loss(True) != pytest.approx(evaluated, abs=1e-5)
-    model.config.text_context_prob = 0.0
-    assert image_loss(True) == pytest.approx(evaluated, abs=1e-6)  # off: training reads every picture
-    with pytest.raises(ValueError, match="text_context_prob must be in"):
-        build_tiny(text_tokenizer, text_context_prob=1.5)
+    batch = tiny_model.processor([interleaved_conversation(0)] * 2)
+    seen = []
+    original = tiny_model.forward
+    tiny_model.forward = lambda **kw: seen.append(kw["dropped_context"]) or original(**kw)
+    losses = ChatLosses(tiny_model.vocab.image_start_id, context_dropout=0.99)
+    out = losses(tiny_model, batch, torch.Generator().manual_seed(0), 0)
+    assert set(out) == {"loss", "text_loss", "image_loss", "diffusion_loss", "positions"}
+    assert seen[0].tolist() == [False, True, True] * 2  # the user's picture (read only) is never dropped
+    ChatLosses(tiny_model.vocab.image_start_id)(tiny_model, batch, torch.Generator(), 0)
+    assert seen[1] is None
+    with pytest.raises(ValueError, match=r"context_dropout must be in \[0, 1\)"):
+        ChatLosses(0, context_dropout=1.0)
 
 
 def test_without_context_block(text_tokenizer):

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hart_vlm.events import Done, ImageDone, ImagePreview, TextDelta, collect
-from hart_vlm.story import ChatResponse, Step, Story
+from hart_vlm.outputs import Done, ImageDone, ImagePreview, TextDelta, collect
+from hart_vlm.outputs import ChatResponse
+from hart_vlm.stories import Step, Story
 
 CHROMIUM = "/usr/bin/chromium"
 

@@ -292,13 +292,19 @@ def test_add_hart_special_tokens_adds_exactly_the_missing(make):
     assert len(tokenizer) == before + len(new_tokens)
 
 
-def test_add_hart_special_tokens_keeps_existing_template_and_pad():
+def test_add_hart_special_tokens_keeps_existing_template_pad_and_end_of_turn():
+    """An LLM with a chat template of its own gets only the image tokens; its template, its end
+    of turn (eos) and its pad token stay."""
+    from hart_vlm.special_tokens import IMAGE_TOKENS
+
     tokenizer = byte_level_bpe([])
     tokenizer.pad_token = "<|endoftext|>"
+    tokenizer.eos_token = "<|endoftext|>"
     tokenizer.chat_template = "{{ messages[0]['content'] }}"
-    assert add_hart_special_tokens(tokenizer) == len(ALL_SPECIAL_TOKENS)
-    assert tokenizer.pad_token == "<|endoftext|>"
+    assert add_hart_special_tokens(tokenizer) == len(IMAGE_TOKENS)
+    assert tokenizer.pad_token == tokenizer.eos_token == "<|endoftext|>"
     assert tokenizer.chat_template == "{{ messages[0]['content'] }}"
+    assert all(t not in tokenizer.get_vocab() for t in set(ALL_SPECIAL_TOKENS) - set(IMAGE_TOKENS))
     with pytest.raises(TypeError, match="tokenizer"):
         add_hart_special_tokens("gpt2")
 

@@ -6,15 +6,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 from accelerate.utils import DeepSpeedPlugin, FullyShardedDataParallelPlugin
 from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env, prepare_simple_launcher_cmd_env
 
-from hart.tokenizer import HybridTokenizer
-from hart.tokenizer_config import HybridTokenizerConfig
-from hart_vlm import HartVLM, HartVLMConfig
 from hart_vlm.training.config import (
     TrainingConfig, config_from_dict, config_to_dict, option, parse_config, run_cli, save_config,
 )
@@ -101,9 +97,8 @@ DECODER_CONFIGS = [n for n in SHIPPED_CONFIGS if n.startswith("tokenizer_") and 
 
 
 def test_the_decoder_phases_of_the_default_model_are_all_found():
-    # the two shipped phases and the ones on random colours and on drawn pairs (measured, not shipped)
-    assert DECODER_CONFIGS == ["tokenizer_default_cpu_decoder.yaml", "tokenizer_default_cpu_decoder2.yaml",
-                               "tokenizer_default_cpu_decoder_colour.yaml", "tokenizer_default_cpu_decoder_drawn.yaml"]
+    # the two shipped phases (the configs of phases that did not ship are in git history)
+    assert DECODER_CONFIGS == ["tokenizer_default_cpu_decoder.yaml", "tokenizer_default_cpu_decoder2.yaml"]
 
 
 @pytest.mark.parametrize("config_file", CODE_CHANGING_CONFIGS)
@@ -135,34 +130,6 @@ def test_a_yaml_file_may_leave_a_required_value_to_the_flags(tmp_path, tiny_vlm_
     (tmp_path / "bad.yaml").write_text("lora_rank: many\n")  # a value of the wrong type still names the file
     with pytest.raises(ValueError, match=r"bad\.yaml: lora_rank must be an int"):
         parse_config(cls, ["--config", str(tmp_path / "bad.yaml"), "--base", str(tiny_vlm_dir), "--data", "x.jsonl"])
-
-
-def comments(config_file: str) -> str:
-    """The comment lines of a shipped YAML file as one line of prose."""
-    lines = (CONFIGS / config_file).read_text().splitlines()
-    return " ".join(line.lstrip("# ") for line in lines if line.startswith("#"))
-
-
-def millions(*modules: torch.nn.Module) -> str:
-    return f"{sum(p.numel() for m in modules for p in m.parameters()) / 1e6:.2f}M"
-
-
-def test_default_yaml_comments_state_the_sizes_the_configs_build():
-    values = yaml.safe_load((CONFIGS / "tokenizer_default.yaml").read_text())
-    cfg = config_from_dict(load_recipe("train_tokenizer").TokenizerTrainingConfig, values)
-    assert cfg.tokenizer_preset == "default_128px" and cfg.tokenizer_overrides == {}
-    tokenizer = HybridTokenizer(HybridTokenizerConfig.from_preset(cfg.tokenizer_preset))
-    text = comments("tokenizer_default.yaml")
-    assert f"{millions(tokenizer)} parameters" in text
-    assert f"{tokenizer.config.image_size} px" in text and f"in {tokenizer.config.num_scales} scales" in text
-
-    config = HartVLMConfig.from_preset(yaml.safe_load((CONFIGS / "vlm_default.yaml").read_text())["model_preset"])
-    assert config.image_tokenizer == tokenizer.config  # the preset names the tokenizer that the YAML above trains
-    model = HartVLM(config)
-    text = comments("vlm_default.yaml")
-    trained = (model.backbone, model.bridge, model.diffusion_head)
-    assert f"{millions(model)} parameters in all, {millions(*trained)} of them trained" in text
-    assert [millions(m) in text for m in (*trained, model.image_tokenizer)] == [True] * 4
 
 
 def launch_env(config_file: Path) -> dict[str, str]:

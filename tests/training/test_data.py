@@ -104,9 +104,9 @@ def test_assembly_mixture_overview_opens_guide_and_text_answers():
             assert with_overview.length(i) > plain.length(i)
 
 
-def test_assembly_mixture_varied_prompts_reword_guide_and_text_prompts_only():
+def test_assembly_mixture_varied_wording_rewords_guide_and_text_prompts_only():
     plain = AssemblyMixture(60, "train", seed=0, resolution=32, image_positions=47)
-    varied = AssemblyMixture(60, "train", seed=0, resolution=32, image_positions=47, varied_prompts=True)
+    varied = AssemblyMixture(60, "train", seed=0, resolution=32, image_positions=47, wording="varied")
     tasks = [plain.task(i) for i in range(60)]
     changed = 0
     for i, task in enumerate(tasks[:20]):
@@ -116,9 +116,31 @@ def test_assembly_mixture_varied_prompts_reword_guide_and_text_prompts_only():
             assert texts[0] == texts[1]
             continue
         assert [c.get("text") for c in a[1]["content"]] == [c.get("text") for c in b[1]["content"]]
-        assert b[0]["content"][0]["text"] == plan_guide(i, "train", 0, varied_prompts=True).prompt
+        assert b[0]["content"][0]["text"] == plan_guide(i, "train", 0, wording="varied").prompt
         changed += a[0]["content"][0]["text"] != b[0]["content"][0]["text"]
     assert changed >= 5
+    with pytest.raises(ValueError, match="the 'unseen' family is for evaluation"):
+        AssemblyMixture(4, wording="unseen")
+
+
+def test_assembly_mixture_mixes_questions_and_general_chats(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                          {"role": "assistant", "content": f"{2 * i}."}]} for i in range(3)]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    chats, _ = ChatDataset.from_jsonl([str(path)], 47)
+    mixture = AssemblyMixture(40, "train", seed=0, resolution=32, image_positions=47,
+                              weights={"question": 1.0, "chat": 1.0}, chats=chats)
+    seen = {mixture.task(i) for i in range(40)}
+    assert seen == {"question", "chat"}
+    for i in range(40):
+        chat = mixture[i]
+        if mixture.task(i) == "chat":
+            assert chat == chats[i % 3] and mixture.length(i) == chats.length(i % 3)
+        else:
+            assert [c["type"] for c in chat[0]["content"]] == ["image", "text"] and mixture.length(i) > 47
+    with pytest.raises(ValueError, match="the 'chat' task needs chats"):
+        AssemblyMixture(4, weights={"chat": 1.0})
 
 
 def test_batch_stream_is_deterministic_prefix_stable_and_groups_by_length():

@@ -21,6 +21,7 @@ from hart_vlm.training.runtime import LRSchedule
 from .conftest import CONFIGS, ROOT
 
 
+@pytest.mark.slow
 def test_train_vlm_runs_on_two_cpu_processes_with_one_schedule_step_per_optimizer_step(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}

@@ -30,8 +30,9 @@ def vlm_args(out):
     return ["--config", str(CONFIGS / "vlm_tiny.yaml"), "--output-dir", str(out), "--mixture-examples", "32"]
 
 
-def lora_args(out, base, data):
-    return ["--base", str(base), "--data", str(data), "--output-dir", str(out), "--lora-rank", "4", "--batch-size", "2"]
+def lora_args(out, base, data, precision="no"):
+    return ["--base", str(base), "--data", str(data), "--output-dir", str(out), "--lora-rank", "4", "--batch-size", "2",
+            "--mixed-precision", precision]
 
 
 def metrics(out) -> list[dict]:
@@ -77,81 +78,6 @@ def test_train_vlm_three_steps_logs_three_losses_and_saves_a_loadable_model(tmp_
         assert torch.equal(v, loaded.image_tokenizer.state_dict()[k])
 
 
-@pytest.mark.parametrize("option, field, value, bad", [
-    ("code_corruption", "code_corruption_prob", 0.3, 2.0),
-    ("own_context", "own_context_prob", 1.0, -1.0),
-    ("text_context", "text_context_prob", 1.0, 1.5),
-])
-def test_train_vlm_probability_options_set_the_models_config(tmp_path, tiny_vlm_dir, option, field, value, bad):
-    run_recipe("train_vlm", ["--init-from", str(tiny_vlm_dir), "--output-dir", str(tmp_path), "--max-steps", "2",
-                             "--batch-size", "2", "--mixture-examples", "8", "--eval-every", "0",
-                             "--" + option.replace("_", "-"), str(value), "--mixture-weights", '{"guide": 1.0}'])
-    assert getattr(HartVLM.from_pretrained(tmp_path / "model").config, field) == value
-    assert all(math.isfinite(m["loss"]) for m in metrics(tmp_path) if m["split"] == "train")
-    with pytest.raises(ValueError, match=f"{option} must be in"):
-        load_recipe("train_vlm").VLMTrainingConfig(**{option: bad})
-
-
-def test_draw_own_pictures_for_the_steps_of_a_run_then_train_on_them(tmp_path, tiny_vlm_dir):
-    from hart_vlm.training.batching import GroupedBatchSampler
-    from hart_vlm.training.data import AssemblyMixture
-    from hart_vlm.training.own_pictures import OwnPictures
-
-    config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"init_from": str(tiny_vlm_dir), "batch_size": 2, "mixture_examples": 16,
-                                      "mixture_weights": {"guide": 1.0}, "eval_every": 0, "max_steps": 3}))
-    out = tmp_path / "own.safetensors"
-    draw = ["--config", str(config), "--model", str(tiny_vlm_dir), "--steps", "1", "3", "--prob", "1.0", "--out", str(out)]
-    load_recipe("draw_own_pictures").main(draw + ["--limit", "1"])
-    assert len(OwnPictures.load(out).inputs) == 1
-    load_recipe("draw_own_pictures").main(draw)  # goes on from the file
-    own = OwnPictures.load(out)
-    # every guide of the run's steps 2 and 3 (batches 1 and 2) with two pictures or more, and no other
-    positions = HartVLM.from_pretrained(tiny_vlm_dir).config.layout.num_positions  # as train_vlm.py sorts by length
-    data = AssemblyMixture(16, "train", 0, 32, {"guide": 1.0}, positions)
-    batches = list(GroupedBatchSampler(16, 2, 3, seed=0, length=data.length))
-    steps = {i for batch in batches[1:] for i in batch}
-    assert set(own.inputs) == {i for i in steps if sum(item["type"] == "image" for m in data[i] for item in m["content"]) > 1}
-    assert own.info["steps"] == [1, 3] and own.info["seconds"] > 0
-    with pytest.raises(SystemExit, match="drawn with other settings"):
-        load_recipe("draw_own_pictures").main(draw[:-2] + ["--cfg", "2.0", "--out", str(out)])
-    run_recipe("train_vlm", ["--config", str(config), "--output-dir", str(tmp_path / "run"), "--own-pictures", str(out)])
-    assert all(math.isfinite(m["loss"]) for m in metrics(tmp_path / "run") if m["split"] == "train")
-    with pytest.raises(ValueError, match="own_pictures are drawn for the procedural assembly mixture"):
-        load_recipe("train_vlm").VLMTrainingConfig(own_pictures=str(out), data=["rows.jsonl"])
-
-
-def test_draw_decoder_pairs_then_train_the_decoder_on_them(tmp_path, tiny_vlm_dir):
-    from hart_vlm.training.drawn_pairs import DrawnPairs
-
-    out = tmp_path / "pairs.safetensors"
-    draw = ["--model", str(tiny_vlm_dir), "--out", str(out), "--data-seed", "0", "--save-every", "1"]
-    load_recipe("draw_decoder_pairs").main(draw + ["--guides", "1"])
-    first = DrawnPairs.load(out)
-    load_recipe("draw_decoder_pairs").main(draw + ["--guides", "2"])  # goes on from the file
-    pairs = DrawnPairs.load(out)
-    from hart_vlm.data.assembly import generate_guide
-
-    steps = [len(generate_guide(i, "train", 0, 32, True).steps) for i in range(2)]
-    assert pairs.guides.tolist() == [0] * steps[0] + [1] * steps[1]
-    assert torch.equal(pairs.f_hat[: len(first)], first.f_hat) and pairs.info["seconds"] > 0
-    with pytest.raises(SystemExit, match="drawn with other settings"):
-        load_recipe("draw_decoder_pairs").main(draw + ["--guides", "2", "--cfg", "2.0"])
-
-    before = HartVLM.from_pretrained(tiny_vlm_dir).image_tokenizer.state_dict()
-    args = tokenizer_args(tmp_path / "run") + ["--init-from", str(tiny_vlm_dir), "--drawn-pairs", str(out),
-                                               "--hybrid-start-step", "0", "--discriminator", "false",
-                                               "--max-steps", "3", "--log-every", "1"]
-    result = run_recipe("train_tokenizer", args)
-    assert all(math.isfinite(m["loss"]) for m in metrics(tmp_path / "run") if m["split"] == "train")
-    after = HybridTokenizer.from_pretrained(tmp_path / "run" / "model").state_dict()
-    changed = {k for k, v in after.items() if not torch.equal(v, before[k])}
-    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed)
-    assert result.step == 3
-    with pytest.raises(ValueError, match="drawn_pairs trains the decoder of a trained tokenizer"):
-        load_recipe("train_tokenizer").TokenizerTrainingConfig(drawn_pairs=str(out))
-
-
 @pytest.mark.parametrize("recipe", ["train_tokenizer", "train_vlm", "finetune_lora"])
 def test_four_steps_equal_two_plus_resume_plus_two(tmp_path, recipe, tiny_vlm_dir, instructions):
     def args(out, steps):
@@ -180,6 +106,7 @@ def test_lora_adapter_reapplied_and_merged_give_the_same_outputs(tmp_path, tiny_
     trained = result.model.eval()
     messages = json.loads(instructions.read_text().splitlines()[0])["messages"]
     batch = trained.base_model.model.processor([messages], base_dir=instructions.parent)
+    del batch["labels"]  # the logits, not the losses
     with torch.no_grad():
         expected = trained(**batch).logits
         base = HartVLM.from_pretrained(tiny_vlm_dir).eval()
@@ -189,6 +116,25 @@ def test_lora_adapter_reapplied_and_merged_give_the_same_outputs(tmp_path, tiny_
         merged = HartVLM.from_pretrained(tmp_path / "merged").eval()
         torch.testing.assert_close(merged(**batch).logits, expected, rtol=0, atol=1e-4)
     assert merged.processor is not None
+
+
+def test_lora_under_bf16_keeps_float32_master_weights_and_merges_into_the_float32_base(tmp_path, tiny_vlm_dir,
+                                                                                       instructions):
+    """bf16 mixed precision (what "auto" picks on CPUs with AMX): the frozen weights are stored in
+    bf16, the adapter and the fully trained modules stay float32, and --merge merges the adapter
+    into the base as loaded, in float32."""
+    result = run_recipe("finetune_lora", lora_args(tmp_path, tiny_vlm_dir, instructions, precision="bf16")
+                        + ["--max-steps", "2", "--merge"])
+    assert all(math.isfinite(m["loss"]) for m in metrics(tmp_path) if m["split"] == "train")
+    dtypes = {n: p.dtype for n, p in result.model.named_parameters()}
+    assert {d for n, d in dtypes.items() if "lora_" in n or "modules_to_save" in n} == {torch.float32}
+    assert dtypes["base_model.model.backbone.model.layers.0.self_attn.q_proj.base_layer.weight"] == torch.bfloat16
+    assert all(d == torch.float32 for n, d in dtypes.items() if "image_tokenizer" in n)
+    merged = HartVLM.from_pretrained(tmp_path / "merged")
+    assert {p.dtype for p in merged.parameters()} == {torch.float32}
+    reapplied = PeftModel.from_pretrained(HartVLM.from_pretrained(tiny_vlm_dir), tmp_path / "adapter").merge_and_unload()
+    for name, tensor in merged.state_dict().items():
+        torch.testing.assert_close(tensor, reapplied.state_dict()[name])
 
 
 def bad_copy(instructions, tmp_path, line: str):
@@ -225,13 +171,13 @@ def test_finetune_lora_base_default_runs_as_the_readme_writes_it(tmp_path, instr
 def test_finetune_lora_base_default_fails_clearly_without_the_default_model(tmp_path, instructions, capsys,
                                                                             monkeypatch):
     recipe = load_recipe("finetune_lora")
-    monkeypatch.setattr(recipe, "has_default_model", lambda: False)  # an installation without it
+    monkeypatch.setattr(recipe, "has_default_model", lambda name: False)  # an installation without it
     argv = ["--base", "default", "--data", str(instructions), "--max-steps", "1", "--output-dir", str(tmp_path)]
     with pytest.raises(SystemExit) as exit_info:
         run_cli(recipe.LoraTrainingConfig, recipe.main, argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "embedded default model is not in this installation" in err and "--base PATH" in err
+    assert "the packaged model 'tiny' is not in this installation" in err and "--base PATH" in err
     assert not (tmp_path / "config.yaml").exists()
 
 

@@ -27,7 +27,9 @@ from .guide import (
     iter_guides,
     make_renderer,
     plan_caption,
+    caption_messages,
     plan_guide,
+    plan_question,
     render_plan,
 )
 from .kinds import FURNITURE_KINDS, VOCABULARY
@@ -40,7 +42,7 @@ __all__ = [
     "AssemblyChecker", "AssemblyGuide", "AssemblyScore", "Box", "CaptionPlan", "Furniture", "GuidePlan",
     "GuideStep", "Part", "PlanFollower", "RenderConfig", "StepScore", "corpus_texts", "detect_kind", "find_mentions",
     "generate_caption_example",
-    "generate_guide", "iter_guides", "make_renderer", "parse_overview", "parse_step", "plan_caption", "plan_guide",
+    "generate_guide", "iter_guides", "make_renderer", "parse_overview", "parse_step", "caption_messages", "plan_caption", "plan_guide", "plan_question",
     "render_plan",
     "to_hf_dataset", "write_jsonl",
 ]

@@ -24,9 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     assembly.add_argument("--overview", action="store_true",
                           help="open each guide's answer with its one-line plan ('Overview: (1) ...') "
                                "before 'Step 1:'")
-    assembly.add_argument("--varied-prompts", action="store_true",
-                          help="word each guide's prompt in one of many ways ('a two-shelf white bookcase', "
-                               "a synonym, no size or no view) instead of the one wording of the held-out prompts")
+    assembly.add_argument("--wording", choices=("data", "varied", "unseen"), default="data",
+                          help="how the guide prompts are worded: the data's templates (default), the many ways "
+                               "users word requests, or a family no training example uses")
     assembly.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     assembly.set_defaults(func=run)
 
@@ -36,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
 
     path = write_jsonl(args.out, args.num, args.split, args.seed, args.resolution,
                        include_captions=args.captions, workers=args.workers, progress=True,
-                       overview=args.overview, varied_prompts=args.varied_prompts)
+                       overview=args.overview, wording=args.wording)
     print(f"wrote {path}")
     return 0

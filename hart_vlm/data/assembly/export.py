@@ -35,12 +35,12 @@ def _validate(num: int, split: str, seed: int, resolution: int) -> None:
 
 
 def _row(task: str, index: int, split: str, seed: int, resolution: int, image_dir: Path | None,
-         overview: bool = False, varied_prompts: bool = False) -> dict:
+         overview: bool = False, wording: str = "data") -> dict:
     """One example; with `image_dir`, images are written there as PNG and replaced by relative paths.
-    With `overview`, a guide's answer opens with its plan line (GuidePlan.overview); with
-    `varied_prompts`, its prompt is worded in one of many ways (plan_guide)."""
+    With `overview`, a guide's answer opens with its plan line (GuidePlan.overview); `wording`
+    words its prompt (plan_guide: "data", "varied" or "unseen")."""
     if task == "guide":
-        guide = generate_guide(index, split, seed, resolution, varied_prompts)
+        guide = generate_guide(index, split, seed, resolution, wording)
         meta = _meta("guide", split, index, seed, guide.kind, guide.params)
         if image_dir is None:
             return {**meta, "messages": guide.to_messages("pil", overview=overview)}
@@ -68,16 +68,16 @@ def _jobs(num: int, include_captions: bool) -> list[tuple[str, int]]:
 
 
 def _run(job: tuple[str, int], split: str, seed: int, resolution: int, image_dir: Path | None,
-         overview: bool = False, varied_prompts: bool = False) -> dict:
-    return _row(job[0], job[1], split, seed, resolution, image_dir, overview, varied_prompts)
+         overview: bool = False, wording: str = "data") -> dict:
+    return _row(job[0], job[1], split, seed, resolution, image_dir, overview, wording)
 
 
 def write_jsonl(out_dir: str | Path, num: int, split: str = "train", seed: int = 0, resolution: int = 128,
                 include_captions: bool = False, workers: int = 1, progress: bool = False,
-                overview: bool = False, varied_prompts: bool = False) -> Path:
+                overview: bool = False, wording: str = "data") -> Path:
     """Write `num` guides (and `num` caption examples) to out_dir/<split>.jsonl with their PNGs;
-    with `overview`, each guide's answer opens with its one-line plan (GuidePlan.overview); with
-    `varied_prompts`, guide prompts are worded in many ways (plan_guide).
+    with `overview`, each guide's answer opens with its one-line plan (GuidePlan.overview); `wording`
+    words the guide prompts (plan_guide: "data", "varied" or "unseen").
 
     Output is byte-identical for the same arguments, whatever `workers` is.
     """
@@ -89,7 +89,7 @@ def write_jsonl(out_dir: str | Path, num: int, split: str = "train", seed: int =
     image_dir.mkdir(parents=True, exist_ok=True)
     jobs = _jobs(num, include_captions)
     work = partial(_run, split=split, seed=seed, resolution=resolution, image_dir=image_dir, overview=overview,
-                   varied_prompts=varied_prompts)
+                   wording=wording)
     path = out_dir / f"{split}.jsonl"
     with open(path, "w", encoding="utf-8") as f, tqdm(total=len(jobs), disable=not progress, desc=split) as bar:
         if workers == 1:
@@ -120,9 +120,9 @@ def _features():
 
 
 def _dataset_rows(num: int, split: str, seed: int, resolution: int, include_captions: bool,
-                  overview: bool = False, varied_prompts: bool = False) -> Iterator[dict]:
+                  overview: bool = False, wording: str = "data") -> Iterator[dict]:
     for task, index in _jobs(num, include_captions):
-        row = _row(task, index, split, seed, resolution, None, overview, varied_prompts)
+        row = _row(task, index, split, seed, resolution, None, overview, wording)
         for message in row["messages"]:
             message["content"] = [{"type": c["type"], "text": c.get("text"), "image": c.get("image")}
                                   for c in message["content"]]
@@ -131,7 +131,7 @@ def _dataset_rows(num: int, split: str, seed: int, resolution: int, include_capt
 
 def to_hf_dataset(num: int, split: str = "train", seed: int = 0, resolution: int = 128,
                   include_captions: bool = False, cache_dir: str | None = None, overview: bool = False,
-                  varied_prompts: bool = False):
+                  wording: str = "data"):
     """A `datasets.Dataset` of the same rows as `write_jsonl`, images as `datasets.Image`
     features inside "messages" (items carry "type", "text" and "image"; the unused one is None)."""
     from datasets import Dataset
@@ -140,4 +140,4 @@ def to_hf_dataset(num: int, split: str = "train", seed: int = 0, resolution: int
     return Dataset.from_generator(
         _dataset_rows, features=_features(), cache_dir=cache_dir,
         gen_kwargs=dict(num=num, split=split, seed=seed, resolution=resolution, include_captions=include_captions,
-                        overview=overview, varied_prompts=varied_prompts))
+                        overview=overview, wording=wording))

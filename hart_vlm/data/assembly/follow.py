@@ -35,12 +35,14 @@ from functools import lru_cache
 
 import numpy as np
 
+from hart_vlm.generation.lines import Verdict
+
 from .furniture import SIZES, Furniture
 from .kinds import BUILDERS, FURNITURE_KINDS, VOCABULARY
 from .parsing import parse_overview, parse_step
 from .phrasing import COUNTED, KIND_SYNONYMS, NUMBERS, count_phrases, size_words
 
-ACCEPT, RETRY, NEAR_MISS, STOP = "accept", "retry", "near-miss", "stop"
+ACCEPT, RETRY, NEAR_MISS, STOP = Verdict.ACCEPT, Verdict.RETRY, Verdict.NEAR_MISS, Verdict.STOP
 _STEP_HEADER = re.compile(r"Step \d+:")
 _NUMBER = re.compile(rf"\b({'|'.join(NUMBERS)}|\d+)\s+([a-z]+(?:\s+[a-z]+)?)", re.IGNORECASE)
 _PIECE_SEEDS = 256  # every builder draws all its counts within far fewer seeds (tests/hart_vlm/data/test_follow.py)
@@ -135,8 +137,8 @@ class PlanFollower:
     the plan's next item.
 
     Called as `check(text_before, line)` with the answer's text before the current line and the
-    line itself; returns "accept", "retry" (sample the line again), "near-miss" (sample it again,
-    but keep this try rather than the first if none is accepted) or "stop" (every part of the plan
+    line itself; returns a Verdict: accept, retry (sample the line again), near-miss (sample it again,
+    but keep this try rather than the first if none is accepted) or stop (every part of the plan
     is in place: end the answer before this line).
 
     - An overview line (one that matches `line_pattern`; the generator hands it over when it ends)
@@ -196,7 +198,7 @@ class PlanFollower:
         the requested pieces (module function `miscounted`)."""
         return miscounted(self.kind, step, plan_parts, self.pieces)
 
-    def __call__(self, text_before: str, line: str) -> str:
+    def __call__(self, text_before: str, line: str) -> Verdict:
         headers = list(_STEP_HEADER.finditer(line))
         if not headers:
             overview = re.search(self.line_pattern, line, re.MULTILINE) is not None

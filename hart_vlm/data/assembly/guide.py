@@ -22,7 +22,7 @@ from .render import Frame, RenderConfig, SceneRenderer, fit_camera
 
 SPLITS: tuple[str, ...] = ("train", "validation", "heldout")
 _SPLIT_CODES = {"train": 0, "validation": 1, "heldout": 2}
-_GUIDE_STREAM, _CAPTION_STREAM, _PROMPT_STREAM = 0, 1, 2
+_GUIDE_STREAM, _CAPTION_STREAM, _PROMPT_STREAM, _QUESTION_STREAM = 0, 1, 2, 3
 
 
 def heldout_combinations() -> frozenset[tuple[str, str, str]]:
@@ -100,17 +100,20 @@ class GuidePlan:
         return lines
 
 
-def plan_guide(index: int, split: str = "train", seed: int = 0, varied_prompts: bool = False) -> GuidePlan:
+def plan_guide(index: int, split: str = "train", seed: int = 0, wording: str = "data") -> GuidePlan:
     """The text and geometry of guide `index` of `split` (fast: no rendering).
 
-    With `varied_prompts`, the user prompt is worded as users word requests
-    (phrasing.varied_prompt_text: "How do I assemble a two-shelf white bookcase?", a synonym,
-    no size or no view) from a random stream of its own, so everything else in the guide is
-    the same as without it."""
+    `wording` words the user prompt: "data" in the data's own templates (phrasing.prompt_text),
+    "varied" in the many ways users word requests (phrasing.varied_prompt_text: "Hey, can you help
+    me build a two-shelf white bookshelf?", a synonym, no size or no view), "unseen" in a family of
+    wordings that no training example uses. The varied prompts come from a random stream of their
+    own, so everything else in the guide is the same whatever the wording."""
+    if wording not in phrasing.WORDINGS:
+        raise ValueError(f"wording must be one of {phrasing.WORDINGS}, got {wording!r}")
     plan = _plan(_rng(index, split, seed, _GUIDE_STREAM), index, split, seed)
-    if varied_prompts:
+    if wording != "data":
         rng = _rng(index, split, seed, _PROMPT_STREAM)
-        plan.prompt = phrasing.varied_prompt_text(plan.furniture, plan.material, plan.size, plan.view, rng)
+        plan.prompt = phrasing.varied_prompt_text(plan.furniture, plan.material, plan.size, plan.view, rng, wording)
     return plan
 
 
@@ -241,9 +244,9 @@ def render_plan(plan: GuidePlan, resolution: int = 128, config: RenderConfig | N
 
 
 def generate_guide(index: int, split: str = "train", seed: int = 0, resolution: int = 128,
-                   varied_prompts: bool = False) -> AssemblyGuide:
-    """Guide `index` of `split`, rendered at `resolution` pixels (`varied_prompts`: plan_guide)."""
-    return render_plan(plan_guide(index, split, seed, varied_prompts), resolution)
+                   wording: str = "data") -> AssemblyGuide:
+    """Guide `index` of `split`, rendered at `resolution` pixels (`wording`: plan_guide)."""
+    return render_plan(plan_guide(index, split, seed, wording), resolution)
 
 
 def iter_guides(num: int, split: str = "train", seed: int = 0, resolution: int = 128,
@@ -284,6 +287,25 @@ def plan_caption(index: int, split: str = "train", seed: int = 0) -> CaptionPlan
     return CaptionPlan(guide, "describe", num_steps, ask, phrasing.description(furniture, desc, guide.view, present, rng))
 
 
+def plan_question(index: int, split: str = "train", seed: int = 0, wording: str = "varied") -> CaptionPlan:
+    """Question example `index` of `split`: a picture of a piece at some stage and a question
+    about its kind, material, parts in place or progress (phrasing.QUESTIONS), with its answer.
+    `wording` "unseen" asks in the family no training example uses (phrasing.UNSEEN_QUESTIONS).
+    Its own random stream, independent of the guides and captions."""
+    if wording not in ("varied", "unseen"):
+        raise ValueError(f"wording must be 'varied' or 'unseen', got {wording!r}")
+    rng = _rng(index, split, seed, _QUESTION_STREAM)
+    guide = _plan(rng, index, split, seed)
+    total = len(guide.step_parts)
+    num_steps = total if rng.random() < 0.4 else int(rng.integers(1, total))
+    present = [n for step in guide.step_parts[:num_steps] for n in step]
+    questions = phrasing.QUESTIONS if wording == "varied" else phrasing.UNSEEN_QUESTIONS
+    topic = sorted(questions)[int(rng.integers(len(questions)))]
+    ask = questions[topic][int(rng.integers(len(questions[topic])))]
+    answer = phrasing.answer_question(topic, guide.furniture, guide.description, guide.material, present, rng)
+    return CaptionPlan(guide, f"question:{topic}", num_steps, ask, answer)
+
+
 def render_caption(cap: CaptionPlan, resolution: int = 128,
                    material: str | tuple[int, int, int] | None = None) -> Image.Image:
     """The picture of caption example `cap`, in its own material or in `material` (a name or an
@@ -297,7 +319,12 @@ def render_caption(cap: CaptionPlan, resolution: int = 128,
 def generate_caption_example(index: int, split: str = "train", seed: int = 0, resolution: int = 128) -> dict:
     """{"messages": [...]} with a PIL image: a user request answered by a picture, or a
     picture with "Describe ..." answered by a description."""
-    cap = plan_caption(index, split, seed)
+    return caption_messages(plan_caption(index, split, seed), resolution)
+
+
+def caption_messages(cap: CaptionPlan, resolution: int = 128) -> dict:
+    """{"messages": [...]} of a caption or question example, its picture rendered: a request
+    answered by the picture ("draw"), or the picture and a question answered in text."""
     image = render_caption(cap, resolution)
     text = [{"type": "text", "text": cap.user_text}]
     if cap.task == "draw":

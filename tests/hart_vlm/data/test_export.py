@@ -87,13 +87,13 @@ def test_overview_flag_opens_each_guide_answer_with_its_plan(tmp_path):
     assert ds[0]["messages"][1]["content"][0]["text"] == rows[0]["messages"][1]["content"][0]["text"]
 
 
-def test_varied_prompts_flag_rewords_guide_prompts_and_nothing_else(tmp_path):
+def test_wording_flag_rewords_guide_prompts_and_nothing_else(tmp_path):
     out = tmp_path / "cli"
-    assert main(["data", "assembly", "--out", str(out), "--num", "3", "--resolution", "32", "--varied-prompts"]) == 0
+    assert main(["data", "assembly", "--out", str(out), "--num", "3", "--resolution", "32", "--wording", "varied"]) == 0
     rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     plain = [json.loads(line) for line in write_jsonl(tmp_path / "plain", 3, resolution=32).read_text().splitlines()]
     for row, base in zip(rows, plain):
-        assert row["messages"][0]["content"][0]["text"] == plan_guide(row["index"], "train", 0, True).prompt
+        assert row["messages"][0]["content"][0]["text"] == plan_guide(row["index"], "train", 0, "varied").prompt
         assert row["messages"][1] == base["messages"][1] and row["params"] == base["params"]
-    ds = to_hf_dataset(1, "train", seed=0, resolution=32, varied_prompts=True, cache_dir=str(tmp_path / "cache"))
+    ds = to_hf_dataset(1, "train", seed=0, resolution=32, wording="varied", cache_dir=str(tmp_path / "cache"))
     assert ds[0]["messages"][0]["content"][0]["text"] == rows[0]["messages"][0]["content"][0]["text"]

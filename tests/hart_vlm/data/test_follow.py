@@ -37,7 +37,7 @@ def test_every_generated_guide_passes_its_own_check():
     wordings."""
     seen = set()
     for index in range(300):
-        plan = plan_guide(index, split="train", seed=3, varied_prompts=index % 2 == 1)
+        plan = plan_guide(index, split="train", seed=3, wording="varied" if index % 2 else "data")
         follower = PlanFollower.from_prompt(plan.prompt)
         assert follower is not None and follower.kind == plan.kind, plan.prompt
         seen.add(plan.kind)

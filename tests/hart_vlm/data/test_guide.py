@@ -70,7 +70,7 @@ def test_guide_structure_and_messages():
 def test_overview_opens_the_answer_with_one_numbered_item_per_step_and_stays_out_of_the_steps():
     from hart_vlm.data.assembly.checker import AssemblyChecker
     from hart_vlm.data.assembly.phrasing import overview_text
-    from hart_vlm.story import Story
+    from hart_vlm.stories import Story
 
     assert overview_text([["legs"], ["front rail", "back rail"], ["seat"]]) == (
         "Overview: (1) legs; (2) front rail and back rail; (3) seat.")
@@ -92,12 +92,13 @@ def test_overview_opens_the_answer_with_one_numbered_item_per_step_and_stays_out
     assert score.order_valid and score.complete and score.step_count_match
 
 
-def test_varied_prompts_change_only_the_prompt_and_keep_every_count_and_the_material():
+@pytest.mark.parametrize("wording", ["varied", "unseen"])
+def test_varied_wordings_change_only_the_prompt_and_keep_every_count_and_the_material(wording):
     from hart_vlm.data.assembly.phrasing import KIND_SYNONYMS, VIEW_WORDS, _features, describe
 
     plain = [plan_guide(i, "train", seed=0) for i in range(300)]
-    varied = [plan_guide(i, "train", seed=0, varied_prompts=True) for i in range(300)]
-    assert [p.prompt for p in varied] == [plan_guide(i, "train", 0, True).prompt for i in range(300)]
+    varied = [plan_guide(i, "train", seed=0, wording=wording) for i in range(300)]
+    assert [p.prompt for p in varied] == [plan_guide(i, "train", 0, wording).prompt for i in range(300)]
     for a, b in zip(plain, varied):
         assert (a.step_texts, a.step_parts, a.params) == (b.step_texts, b.step_parts, b.params)
         assert b.material in b.prompt
@@ -119,6 +120,43 @@ def test_varied_prompts_change_only_the_prompt_and_keep_every_count_and_the_mate
     # The held-out prompts the benchmarks use keep their one wording.
     held = plan_guide(0, "heldout", seed=0)
     assert describe(held.furniture, held.material, held.size) in held.prompt
+
+
+def test_the_unseen_wordings_are_never_trained_on():
+    """The 'unseen' family of requests and questions shares no template with what training draws
+    from, so that the benchmarks can measure wordings no training example uses."""
+    from hart_vlm.data.assembly import plan_question
+    from hart_vlm.data.assembly.phrasing import MORE_PROMPTS, PROMPTS, QUESTIONS, UNSEEN_PROMPTS, UNSEEN_QUESTIONS
+
+    def stem(template):  # the words before the first placeholder
+        return template.split("{")[0]
+
+    assert not {stem(t) for t in UNSEEN_PROMPTS} & {stem(t) for t in PROMPTS + MORE_PROMPTS}
+    trained = [plan_guide(i, "train", 0, "varied").prompt for i in range(400)]
+    assert not any(q.startswith(stem(t)) for q in trained for t in UNSEEN_PROMPTS if stem(t))
+    asked = {plan_question(i, "train", 0).user_text for i in range(300)}
+    assert asked <= {q for qs in QUESTIONS.values() for q in qs}
+    assert not asked & {q for qs in UNSEEN_QUESTIONS.values() for q in qs}
+    with pytest.raises(ValueError, match="wording must be one of"):
+        plan_guide(0, "train", 0, "other")
+
+
+def test_question_answers_say_what_the_picture_shows():
+    from hart_vlm.data.assembly import plan_question
+
+    topics = set()
+    for i in range(80):
+        cap = plan_question(i, "train", 0)
+        topic = cap.task.split(":")[1]
+        topics.add(topic)
+        finished = len(cap.present) == len(cap.guide.furniture.part_names)
+        if topic == "kind":
+            assert cap.guide.kind in cap.assistant_text
+        elif topic == "material":
+            assert cap.assistant_text.startswith(f"It is {cap.guide.material}")
+        elif topic == "progress":
+            assert cap.assistant_text.startswith("Yes" if finished else "No")
+    assert topics == {"kind", "material", "parts", "progress"}
 
 
 def test_caption_examples():
