@@ -15,8 +15,8 @@ and the answer is read with the data's own parser:
              the parts the picture shows
   progress   a "yes"/"no" first word that matches whether every part is in place
 
-Families: "trained" (phrasing.QUESTIONS, the wordings of the training data of models trained with
-the "question" task), "unseen" (phrasing.UNSEEN_QUESTIONS) and "describe" (the one request the
+Families: "trained" (wordings.QUESTIONS, the wordings of the training data of models trained with
+the "question" task), "unseen" (wordings.UNSEEN_QUESTIONS) and "describe" (the one request the
 tiny model's data used; its answer is scored for kind, material and parts at once). The tiny model
 never saw the question task: its rows measure how far its descriptions carry.
 """

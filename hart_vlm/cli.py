@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 
 from hart_vlm import cli_generate
-from hart_vlm.data.assembly import cli as assembly_cli
+from hart_vlm import cli_data
 
-COMMAND_MODULES = (cli_generate, assembly_cli)
+COMMAND_MODULES = (cli_generate, cli_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

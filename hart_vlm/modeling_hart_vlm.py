@@ -18,18 +18,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.masking_utils import create_causal_mask
 from transformers.utils import ModelOutput
 
 from hart.diffusion_head import ResidualDiffusionHead
 from hart.tokenizer import HybridEncoding, HybridTokenizer
-from hart.tokenizer_config import HybridTokenizerConfig
 
-from .configuration_hart_vlm import HartVLMConfig, special_token_ids
-from .layout import ImageLayout
-from .llms import KNOWN_LLMS, llm_folder
+from .bridge import ImageBridge
+from .configuration_hart_vlm import HartVLMConfig
 
 IGNORE_INDEX = -100
 
@@ -50,72 +48,6 @@ class HartVLMOutput(ModelOutput):
     logits: torch.Tensor | None = None
     image_logits: torch.Tensor | None = None
     hidden_states: torch.Tensor | None = None
-
-
-# ------------------------------------------------------------------------------------------------
-# The bridge between the backbone's hidden space and HART's latent space
-# ------------------------------------------------------------------------------------------------
-class ImageBridge(nn.Module):
-    """`word_embed` (z -> hidden, shared by scale inputs, code tokens and the context block), the
-    scale and 2-D position embeddings of the image positions, the image-code output rows, and the
-    norm of the diffusion head's condition (HART_REFERENCE §4)."""
-
-    def __init__(self, hidden_size: int, z_channels: int, codebook_size: int, layout: ImageLayout):
-        super().__init__()
-        self.layout = layout
-        self.word_embed = nn.Linear(z_channels, hidden_size)
-        # One row per scale, plus one for the context block (index K).
-        self.scale_embed = nn.Embedding(layout.num_scales + 1, hidden_size)
-        side = layout.v_patch_nums[-1]
-        # A learned grid at the finest scale; coarser scales see it area-resized, so a position
-        # embedding means "where in the picture" whatever the scale.
-        self.pos_embed = nn.Parameter(torch.empty(1, hidden_size, side, side))
-        self.image_head = nn.Linear(hidden_size, codebook_size)
-        self.cond_norm = nn.LayerNorm(hidden_size)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        # this order of random draws is what the recorded training runs started from: keep it
-        self._init_word_embed()
-        nn.init.normal_(self.scale_embed.weight, std=0.02)
-        nn.init.normal_(self.pos_embed, std=0.02)
-        self._init_image_head()
-        self.cond_norm.reset_parameters()
-
-    def reset_latent_maps(self) -> None:
-        """Re-initialises the two maps tied to the tokenizer's latent space and codebook:
-        `word_embed` (z -> hidden) and `image_head` (hidden -> code logits)."""
-        self._init_word_embed()
-        self._init_image_head()
-
-    def _init_word_embed(self) -> None:
-        nn.init.normal_(self.word_embed.weight, std=0.02)
-        nn.init.zeros_(self.word_embed.bias)
-
-    def _init_image_head(self) -> None:
-        nn.init.normal_(self.image_head.weight, std=0.02)
-        nn.init.zeros_(self.image_head.bias)
-
-    def position_embeddings(self) -> torch.Tensor:
-        """(num_input_positions, D): scale + 2-D position embedding of every input position."""
-        grids = []
-        for k, pn in enumerate(self.layout.v_patch_nums):
-            if k == 0:
-                continue
-            grids.append(self._grid(pn))
-        if self.layout.context_block:
-            grids.append(self._grid(self.layout.v_patch_nums[-1]))
-        pos_LD = torch.cat(grids, dim=0)
-        scale_index = self.layout.input_scale_index.to(pos_LD.device)
-        return pos_LD + self.scale_embed(scale_index)
-
-    def _grid(self, pn: int) -> torch.Tensor:
-        grid = self.pos_embed if pn == self.pos_embed.shape[-1] else F.interpolate(self.pos_embed, size=(pn, pn), mode="area")
-        return grid.flatten(2).transpose(1, 2)[0]  # (pn*pn, D)
-
-    def head_condition(self, hidden_ND: torch.Tensor, code_vectors_NZ: torch.Tensor) -> torch.Tensor:
-        """Condition of the residual head at a last-scale position: norm(h + word_embed(code))."""
-        return self.cond_norm(hidden_ND + self.word_embed(code_vectors_NZ))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -449,7 +381,9 @@ class HartVLM(HartVLMPreTrainedModel):
 
             return load_adapter_package(path, dtype=kwargs.get("dtype", "auto"))
         if isinstance(kwargs.get("config"), HartVLMConfig):
-            _check_same_vocabulary(HartVLMConfig.from_pretrained(path), kwargs["config"], path)
+            from .building import check_same_vocabulary
+
+            check_same_vocabulary(HartVLMConfig.from_pretrained(path), kwargs["config"], path)
         model = super().from_pretrained(path, *args, **kwargs)
         if os.path.isfile(os.path.join(path, PROCESSOR_CONFIG)):
             model.processor = HartVLMProcessor.from_pretrained(path)
@@ -471,135 +405,20 @@ class HartVLM(HartVLMPreTrainedModel):
         return model
 
     @classmethod
-    def from_components(
-        cls,
-        llm: str | os.PathLike | PreTrainedConfig | PreTrainedModel,
-        hart_tokenizer: str | os.PathLike | HybridTokenizerConfig | HybridTokenizer = "tiny",
-        text_tokenizer=None,
-        image_context_block: bool = True,
-        diffusion_head_config: dict | None = None,
-        **overrides,
-    ) -> "HartVLM":
-        """Builds a HartVLM from a pretrained LLM and a HART tokenizer.
+    def from_components(cls, llm, hart_tokenizer="tiny", text_tokenizer=None, image_context_block: bool = True,
+                        diffusion_head_config: dict | None = None, **overrides) -> "HartVLM":
+        """Builds a HartVLM from a pretrained LLM and a HART tokenizer (hart_vlm.building)."""
+        from .building import from_components
 
-        llm: a local transformers causal-LM folder, a known LLM's name (`hart_vlm.llms`: "smollm2",
-            converted once from its installed package into a cache folder), its config, or a
-            loaded model.
-        hart_tokenizer: a folder (this library's or an official HART `tokenizer/` folder), a
-            `HybridTokenizerConfig`, a preset name, or a loaded `HybridTokenizer`.
-        text_tokenizer: the LLM's tokenizer; default: the one in the `llm` folder, else the
-            tokenizer shipped with this library. The image and role specials are added to it and
-            the backbone's embeddings are resized to match (existing rows keep their values).
-        The returned model has `.processor` set.
-        """
-        from .processing_hart_vlm import HartVLMProcessor
-        from .text_tokenizer import add_hart_special_tokens, load_text_tokenizer
-
-        # backbone
-        base_llm = None
-        if isinstance(llm, str) and not os.path.isdir(llm) and llm in KNOWN_LLMS:
-            base_llm, llm = llm, str(llm_folder(llm))
-        if isinstance(llm, PreTrainedModel):
-            backbone = llm
-        elif isinstance(llm, PreTrainedConfig):
-            backbone = AutoModelForCausalLM.from_config(llm)
-        elif isinstance(llm, (str, os.PathLike)) and os.path.isdir(llm):
-            backbone = AutoModelForCausalLM.from_pretrained(llm)
-        else:
-            raise ValueError(f"llm must be a local causal-LM folder, one of the names {sorted(KNOWN_LLMS)}, a config "
-                             f"or a model, got {llm!r}")
-        # text tokenizer
-        if text_tokenizer is None:
-            if isinstance(llm, (str, os.PathLike)) and any(
-                os.path.exists(os.path.join(llm, f)) for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-            ):
-                from transformers import AutoTokenizer
-
-                text_tokenizer = AutoTokenizer.from_pretrained(llm)
-            else:
-                text_tokenizer = load_text_tokenizer()
-        add_hart_special_tokens(text_tokenizer)
-        if backbone.get_input_embeddings().num_embeddings != len(text_tokenizer):
-            backbone.resize_token_embeddings(len(text_tokenizer), mean_resizing=False)
-        # image tokenizer
-        if isinstance(hart_tokenizer, HybridTokenizer):
-            image_tokenizer, tok_cfg = hart_tokenizer, hart_tokenizer.config
-        elif isinstance(hart_tokenizer, HybridTokenizerConfig):
-            image_tokenizer, tok_cfg = None, hart_tokenizer
-        elif isinstance(hart_tokenizer, (str, os.PathLike)) and os.path.isdir(hart_tokenizer):
-            image_tokenizer = HybridTokenizer.from_pretrained(hart_tokenizer)
-            tok_cfg = image_tokenizer.config
-        elif isinstance(hart_tokenizer, str):
-            image_tokenizer, tok_cfg = None, HybridTokenizerConfig.from_preset(hart_tokenizer)
-        else:
-            raise ValueError(f"hart_tokenizer must be a folder, a preset name, a config or a tokenizer, got {hart_tokenizer!r}")
-
-        from hart.diffusion_head import ResidualDiffusionHeadConfig
-
-        head_cfg = ResidualDiffusionHeadConfig.from_preset(
-            "tiny", target_dim=tok_cfg.z_channels, cond_dim=backbone.config.hidden_size, **(diffusion_head_config or {})
-        )
-        config = HartVLMConfig(
-            text_config=backbone.config,
-            hart_tokenizer_config=tok_cfg.to_dict(),
-            diffusion_head_config=head_cfg.to_dict(),
-            image_context_block=image_context_block,
-            # the config setter propagates this to text_config, which is the backbone's own config
-            attn_implementation=backbone.config._attn_implementation,
-            base_llm=base_llm,
-            **special_token_ids(text_tokenizer),
-            **overrides,
-        )
-        model = cls(config, backbone=backbone)
-        if image_tokenizer is not None:
-            model.image_tokenizer.load_state_dict(image_tokenizer.state_dict())
-        model.processor = HartVLMProcessor(text_tokenizer, config)
-        return model
+        return from_components(cls, llm, hart_tokenizer, text_tokenizer, image_context_block, diffusion_head_config,
+                               **overrides)
 
     def replace_image_tokenizer(self, tokenizer: HybridTokenizer, keep_image_maps: bool = False) -> "HartVLM":
-        """Puts a newly trained HART tokenizer of the same architecture in place of this model's,
-        to train the model again on its codes from these weights rather than from scratch.
+        """Puts a newly trained HART tokenizer of the same architecture in place of this model's
+        (hart_vlm.building). Returns self."""
+        from .building import replace_image_tokenizer
 
-        A tokenizer trained from scratch makes a new latent space: every code id, latent and
-        residual means something else. So by default the parts that read or write that space
-        start afresh: the bridge's `word_embed` (latent -> hidden) and `image_head` (the code
-        logits), and the residual diffusion head. `keep_image_maps=True` keeps them, for a
-        tokenizer trained on from this model's own, whose codebook has barely moved although its
-        encoder now picks other codes. The backbone (text, plans, where pictures go), the text
-        rows and the scale and position embeddings (the same image layout) are always kept. A
-        tokenizer whose decoder alone was trained (codes unchanged) needs none of this: copy its
-        decoder over instead (training/swap_image_decoder.py). Returns self."""
-        if not isinstance(tokenizer, HybridTokenizer):
-            raise ValueError(f"tokenizer must be a HybridTokenizer, got {type(tokenizer).__name__}")
-        ours, theirs = self.config.image_tokenizer.to_dict(), tokenizer.config.to_dict()
-        differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
-        if differ:
-            raise ValueError("tokenizer must have this model's image tokenizer architecture; it differs in "
-                             + ", ".join(f"{k} ({theirs.get(k)!r}, the model's {ours.get(k)!r})" for k in differ))
-        reference = self.bridge.word_embed.weight
-        self.image_tokenizer.load_state_dict(tokenizer.state_dict())
-        if not keep_image_maps:
-            self.bridge.reset_latent_maps()
-            self.diffusion_head = ResidualDiffusionHead(self.config.head).to(reference.device, reference.dtype)
-        return self
-
-
-def _check_same_vocabulary(saved: HartVLMConfig, wanted: HartVLMConfig, path: str) -> None:
-    """A checkpoint loads only into a model with the same shared vocabulary and image layout."""
-    def describe(c: HartVLMConfig) -> dict:
-        tok = c.image_tokenizer
-        return {
-            "text vocabulary size": c.text_config.vocab_size,
-            "codebook size": tok.vocab_size,
-            "z_channels": tok.z_channels,
-            "scale schedule": tuple(tok.v_patch_nums),
-            "image_start_token_id": c.image_start_token_id,
-        }
-
-    a, b = describe(saved), describe(wanted)
-    diff = [f"{k}: checkpoint {a[k]} vs config {b[k]}" for k in a if a[k] != b[k]]
-    if diff:
-        raise ValueError(f"the checkpoint in {path!r} has another vocabulary or image layout than the given config: " + "; ".join(diff))
+        return replace_image_tokenizer(self, tokenizer, keep_image_maps)
 
 
 def _context_start_mask(context_start_BL: torch.Tensor):
@@ -609,3 +428,18 @@ def _context_start_mask(context_start_BL: torch.Tensor):
         return kv_idx >= context_start_BL[batch_idx, q_idx]
 
     return inner
+
+
+# Registration with the Auto classes, so that AutoConfig / AutoModel / AutoProcessor load saved folders
+# without trust_remote_code (the classes come from this installed package).
+def _register_auto_classes() -> None:
+    from transformers import AutoConfig, AutoModel, AutoProcessor
+
+    from .processing_hart_vlm import HartVLMProcessor
+
+    AutoConfig.register(HartVLMConfig.model_type, HartVLMConfig, exist_ok=True)
+    AutoModel.register(HartVLMConfig, HartVLM, exist_ok=True)
+    AutoProcessor.register(HartVLMConfig, HartVLMProcessor, exist_ok=True)
+
+
+_register_auto_classes()

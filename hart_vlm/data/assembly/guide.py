@@ -15,7 +15,7 @@ from functools import cached_property
 import numpy as np
 from PIL import Image
 
-from . import phrasing
+from . import phrasing, wordings
 from .furniture import FINISHES, MATERIALS, SIZES, VIEWS, Furniture, plan_steps
 from .kinds import BUILDERS, FURNITURE_KINDS
 from .render import Frame, RenderConfig, SceneRenderer, fit_camera
@@ -289,8 +289,8 @@ def plan_caption(index: int, split: str = "train", seed: int = 0) -> CaptionPlan
 
 def plan_question(index: int, split: str = "train", seed: int = 0, wording: str = "varied") -> CaptionPlan:
     """Question example `index` of `split`: a picture of a piece at some stage and a question
-    about its kind, material, parts in place or progress (phrasing.QUESTIONS), with its answer.
-    `wording` "unseen" asks in the family no training example uses (phrasing.UNSEEN_QUESTIONS).
+    about its kind, material, parts in place or progress (wordings.QUESTIONS), with its answer.
+    `wording` "unseen" asks in the family no training example uses (wordings.UNSEEN_QUESTIONS).
     Its own random stream, independent of the guides and captions."""
     if wording not in ("varied", "unseen"):
         raise ValueError(f"wording must be 'varied' or 'unseen', got {wording!r}")
@@ -299,7 +299,7 @@ def plan_question(index: int, split: str = "train", seed: int = 0, wording: str 
     total = len(guide.step_parts)
     num_steps = total if rng.random() < 0.4 else int(rng.integers(1, total))
     present = [n for step in guide.step_parts[:num_steps] for n in step]
-    questions = phrasing.QUESTIONS if wording == "varied" else phrasing.UNSEEN_QUESTIONS
+    questions = wordings.QUESTIONS if wording == "varied" else wordings.UNSEEN_QUESTIONS
     topic = sorted(questions)[int(rng.integers(len(questions)))]
     ask = questions[topic][int(rng.integers(len(questions[topic])))]
     answer = phrasing.answer_question(topic, guide.furniture, guide.description, guide.material, present, rng)

@@ -12,6 +12,7 @@ import numpy as np
 
 from .furniture import Furniture
 from .kinds import GROUP_PHRASES, VOCABULARY
+from .wordings import MORE_PROMPTS, UNSEEN_PROMPTS, UNSEEN_VIEW_REQUESTS
 
 # {part}: the part(s) added, with determiner; {target}: what they are fixed to; {hw}: hardware
 # (may be empty); {pron}/{they}/{s}/{its}: pronoun forms that agree with {part}.
@@ -116,66 +117,12 @@ PROMPTS = (
     "I just unpacked {a_desc} and need help putting it together.",
     "What are the steps to assemble {a_desc}?",
 )
-# More ways users ask for a guide. `varied` wording draws from PROMPTS and these; none of them is
-# in UNSEEN_PROMPTS.
-MORE_PROMPTS = (
-    "Hey, can you help me build {a_desc}?",
-    "So I've got {a_desc} in pieces on my floor. Where do I start?",
-    "Could you please explain how to assemble {a_desc}?",
-    "Would you mind showing me how to put {a_desc} together?",
-    "Assembly instructions for {a_desc}, please.",
-    "Steps to build {a_desc}?",
-    "How to assemble {a_desc}?",
-    "My partner and I just bought {a_desc} and the manual is missing. How do we assemble it?",
-    "I'm moving into a new flat and need to set up {a_desc}. Walk me through it.",
-    "Explain how to build {a_desc}, one step at a time.",
-    "Teach me to assemble {a_desc}.",
-    "List the assembly steps for {a_desc}, with a picture for each.",
-    "I need step-by-step instructions with pictures for building {a_desc}.",
-    "Can you show me how {a_desc} is assembled?",
-    "What order do the parts of {a_desc} go in?",
-    "Please give me a visual guide to putting together {a_desc}.",
-    "I have never built furniture before. How do I assemble {a_desc}?",
-    "Help me put together {a_desc}.",
-    "How should I go about assembling {a_desc}?",
-    "Draw me the assembly of {a_desc}, step by step.",
-    "I ordered {a_desc} online. Can you take me through the assembly?",
-    "Where do I begin with {a_desc}? Show me every step.",
-    "I'd love an illustrated walkthrough for building {a_desc}.",
-    "Could you make me a picture guide for assembling {a_desc}?",
-    "What's the easiest way to assemble {a_desc}?",
-    "Quick question: how do I build {a_desc}?",
-    "Show me how to assemble {a_desc}, please.",
-    "I want to assemble {a_desc} myself. What are the steps?",
-    "Instructions for putting together {a_desc}?",
-    "Tell me how to build {a_desc}, and draw each step.",
-    "Can you help? I'm trying to assemble {a_desc}.",
-    "Building {a_desc} today. What should I do, step by step?",
-)
-# A family of guide requests that no training example uses, to measure how far a model
-# generalises beyond its data's wording (the assembly benchmark's --wording unseen).
-UNSEEN_PROMPTS = (
-    "What's the right order to fit together the parts of {a_desc}?",
-    "I'm stuck assembling {a_desc}. Could you lay out each stage for me?",
-    "Guide me through setting up {a_desc} from the flat-pack box.",
-    "Need a hand: {a_desc}, from box to finished piece.",
-    "Which steps does it take to construct {a_desc}?",
-    "Help! How does {a_desc} go together?",
-    "Please break down the build of {a_desc} into steps.",
-    "Describe, stage by stage, how to erect {a_desc}.",
-    "My new {desc} arrived flat-packed. How do I get it standing?",
-    "Could you sketch out the assembly process for {a_desc}?",
-)
 VIEW_REQUESTS = (
     "Show each step from the {view}.",
     "Draw the pictures from the {view}.",
     "I'd like to see it from the {view}.",
     "Please draw it as seen from the {view}.",
     "Use a view from the {view}.",
-)
-UNSEEN_VIEW_REQUESTS = (
-    "The pictures should be from the {view}.",
-    "I'll be looking at it from the {view}.",
 )
 DRAW_FULL = (
     "Draw {a_desc} seen from the {view}.",
@@ -198,24 +145,6 @@ DESCRIBE_ASKS = (
     "Describe the furniture in this image.",
     "Which parts are already assembled in this picture?",
 )
-# Questions about one picture, by what they ask; the answers (`answer_question`) use the data's
-# own words, so the checker's parser reads them back. UNSEEN_QUESTIONS are never trained on.
-QUESTIONS: dict[str, tuple[str, ...]] = {
-    "kind": ("What kind of furniture is this?", "What piece of furniture is shown here?",
-             "What is being built in this picture?", "Which furniture is this?", "What is this?"),
-    "material": ("What is it made of?", "What material is this furniture?", "What colour is this piece of furniture?",
-                 "Which finish does it have?", "What colour is it?"),
-    "parts": ("Which parts are already in place?", "What has been assembled so far?", "Which parts can you see?",
-              "What is fitted already?", "List the parts that are assembled."),
-    "progress": ("Is it finished?", "Is this piece fully assembled?", "Is the assembly complete?",
-                 "Is anything still missing?"),
-}
-UNSEEN_QUESTIONS: dict[str, tuple[str, ...]] = {
-    "kind": ("Can you identify the item in this photo?", "Name the type of furniture pictured."),
-    "material": ("Tell me the wood or colour of this piece.", "Which material was used for the item in the image?"),
-    "parts": ("Which components have been attached at this point?", "Tell me what's been put together here."),
-    "progress": ("Has the assembly been completed?", "Does this look done to you?"),
-}
 DESCRIBE_FULL = (
     "{A_desc}, seen from the {view}, fully assembled: {present}.",
     "This is {a_desc} seen from the {view}. It is finished, with all its parts in place: {present}.",
@@ -467,4 +396,4 @@ def answer_question(topic: str, furniture: Furniture, desc: str, material: str, 
             return f"Yes, {a_desc} is fully assembled."
         plural_missing = len(missing) > 1 or furniture.part(missing[0]).plural
         return (f"No, not yet: {_the_parts(furniture, missing, rng)} {'are' if plural_missing else 'is'} still missing.")
-    raise ValueError(f"topic must be one of {sorted(QUESTIONS)}, got {topic!r}")
+    raise ValueError(f"topic must be one of ['kind', 'material', 'parts', 'progress'], got {topic!r}")

@@ -126,7 +126,8 @@ def test_the_unseen_wordings_are_never_trained_on():
     """The 'unseen' family of requests and questions shares no template with what training draws
     from, so that the benchmarks can measure wordings no training example uses."""
     from hart_vlm.data.assembly import plan_question
-    from hart_vlm.data.assembly.phrasing import MORE_PROMPTS, PROMPTS, QUESTIONS, UNSEEN_PROMPTS, UNSEEN_QUESTIONS
+    from hart_vlm.data.assembly.phrasing import PROMPTS
+    from hart_vlm.data.assembly.wordings import MORE_PROMPTS, QUESTIONS, UNSEEN_PROMPTS, UNSEEN_QUESTIONS
 
     def stem(template):  # the words before the first placeholder
         return template.split("{")[0]

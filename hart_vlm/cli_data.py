@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .guide import SPLITS
+SPLITS = ("train", "validation", "heldout")  # hart_vlm.data.assembly.SPLITS (checked by a test)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .export import write_jsonl
+    from hart_vlm.data.assembly.export import write_jsonl
 
     path = write_jsonl(args.out, args.num, args.split, args.seed, args.resolution,
                        include_captions=args.captions, workers=args.workers, progress=True,
