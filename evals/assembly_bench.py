@@ -195,7 +195,8 @@ def aggregate(stories: list[dict]) -> dict:
 # 2. the sweep
 # ------------------------------------------------------------------------------------------------
 def run_sweep(model, guides: list, cfgs: list[float], seed: int, tolerance: float, sampling: dict,
-              step_modes: tuple[str, ...] = STEP_MODES, decodings: tuple[str, ...] = tuple(DECODINGS)) -> list[dict]:
+              step_modes: tuple[str, ...] = STEP_MODES, decodings: tuple[str, ...] = tuple(DECODINGS),
+              residual: tuple[bool, ...] = (True, False)) -> list[dict]:
     """One row per (decoding, cfg, residual head on / off, step mode), each with its stories."""
     from hart_vlm.data.assembly import AssemblyChecker
 
@@ -203,7 +204,7 @@ def run_sweep(model, guides: list, cfgs: list[float], seed: int, tolerance: floa
     rows = []
     for decoding in decodings:
         for cfg in cfgs:
-            for use_residual in (True, False):
+            for use_residual in residual:
                 for mode in step_modes:
                     print(f"[assembly_bench] {decoding}, cfg {cfg}, residual {'on' if use_residual else 'off'}, "
                           f"{mode} steps", file=sys.stderr, flush=True)
@@ -319,6 +320,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--decoding", nargs="+", choices=tuple(DECODINGS), default=list(DECODINGS), dest="decodings",
                         help="'follow-plan': generate_story's default step check keeps each step to the answer's own "
                              "plan (PlanFollower); 'free': every step as first sampled (default: both)")
+    parser.add_argument("--residual", nargs="+", choices=("on", "off"), default=["on", "off"],
+                        help="the residual head on and/or off (default: both)")
     parser.add_argument("--force-image-after", default=None,
                         help="regular expression that forces an image (default: generate_story's end-of-step rule)")
     args = parser.parse_args(argv)
@@ -349,7 +352,7 @@ def main(argv: list[str] | None = None) -> dict:
                                   ("repetition_penalty", args.repetition_penalty), ("step_retries", args.step_retries))
                 if v is not None} | image_sampling
     rows = run_sweep(model, guides, args.cfg, args.seed, args.tolerance, sampling, tuple(args.step_modes),
-                     tuple(args.decodings))
+                     tuple(args.decodings), tuple(r == "on" for r in args.residual))
     result = {
         "machine": rec._load_speed().machine(device),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

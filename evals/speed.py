@@ -103,6 +103,7 @@ class Settings:
     dit_steps: int = 30
     threads: int | None = None
     seed: int = 0
+    llm: str | None = None  # a known LLM's name or a causal-LM folder as the backbone, instead of the preset's
 
     def __post_init__(self) -> None:
         self.batch_sizes = tuple(int(b) for b in self.batch_sizes)
@@ -219,7 +220,14 @@ class ARRunner:
         from hart_vlm import HartVLM
 
         torch.manual_seed(settings.seed)
-        self.model = HartVLM.from_preset(settings.preset, **method.model).to(device=device, dtype=dtype).eval()
+        if settings.llm is not None:  # a pretrained backbone with the preset's HART tokenizer (random bridge and head)
+            from hart_vlm import HartVLMConfig
+
+            tokenizer = HartVLMConfig.from_preset(settings.preset).image_tokenizer
+            model = HartVLM.from_components(settings.llm, hart_tokenizer=tokenizer, **method.model)
+        else:
+            model = HartVLM.from_preset(settings.preset, **method.model)
+        self.model = model.to(device=device, dtype=dtype).eval()
         self.sampling = dict(cfg=settings.cfg, temperature=0.0, force_image_after="^", max_images=1,
                              max_new_tokens=4, **method.sampling)
         self.raster = method.raster
@@ -254,6 +262,12 @@ class DiTRunner:
         config = HartVLMConfig.from_preset(settings.preset, tokenizer=text_tokenizer)
         self.processor = HartVLMProcessor(text_tokenizer, config)
         tok_cfg, text_cfg = config.image_tokenizer, config.text_config
+        if settings.llm is not None:  # sized like the pretrained backbone
+            from transformers import AutoConfig
+
+            from hart_vlm.llms import KNOWN_LLMS, llm_folder
+
+            text_cfg = AutoConfig.from_pretrained(llm_folder(settings.llm) if settings.llm in KNOWN_LLMS else settings.llm)
         target = backbone_parameters(text_cfg)
         self.dit_config = dit.matched_config(
             target, latent_channels=tok_cfg.z_channels, latent_size=tok_cfg.latent_size,
@@ -542,6 +556,9 @@ def machine(device: torch.device) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="default", choices=["tiny", "default", "hart_0_7b_1024px"])
+    parser.add_argument("--llm", default=None,
+                        help="a pretrained backbone (a known name such as smollm2, or a causal-LM folder) with the "
+                             "preset's HART tokenizer; the DiT is sized like it")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--quick", action="store_true", help="1 warm-up call and 3 timed calls per batch size")
@@ -580,7 +597,7 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
     try:
         settings = Settings(args.preset, args.device, args.dtype, tuple(args.batch_sizes), warmup, repeats,
-                            args.cfg, args.dit_steps, threads)
+                            args.cfg, args.dit_steps, threads, llm=args.llm)
     except ValueError as error:
         parser.error(str(error))
     previous_threads = torch.get_num_threads()
@@ -596,8 +613,9 @@ def main(argv: list[str] | None = None) -> dict:
 def _run(args: argparse.Namespace, command: str, settings: Settings, device: torch.device, usable: int,
          load_before: tuple[float, float, float]) -> dict:
     """Measures every method, then prints and saves the report."""
-    json_path = args.json or HERE / "results" / f"speed_{args.preset}_{device.type}.json"
-    plot_path = args.plot or HERE / "results" / f"speed_{args.preset}.png"
+    name = args.preset if args.llm is None else f"{args.preset}_{Path(args.llm).name}"
+    json_path = args.json or HERE / "results" / f"speed_{name}_{device.type}.json"
+    plot_path = args.plot or HERE / "results" / f"speed_{name}.png"
 
     from hart_vlm import HartVLMConfig
 

@@ -7,6 +7,7 @@ and sets `func(args) -> int | None` on it.
 from __future__ import annotations
 
 import argparse
+import os
 
 from hart_vlm import cli_generate
 from hart_vlm import cli_data
@@ -23,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # PyTorch's OpenMP threads spin while they wait; on a busy machine that costs many times the work
+    # (docs/experiments/omp_wait_policy.md). Set before torch is imported (the commands import it).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

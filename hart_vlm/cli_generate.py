@@ -26,7 +26,8 @@ def register(subparsers) -> None:
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="a saved HartVLM folder (default: the embedded default model)")
+    parser.add_argument("--model", default=None,
+                        help="a packaged model's name (tiny, smollm2) or a saved HartVLM folder (default: the default model)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cfg", type=float, default=None, help="classifier-free guidance of the images")
     parser.add_argument("--temperature", type=float, default=None, help="text sampling temperature, 0 = greedy (default: 0 for story, 0.7 for chat)")
@@ -41,10 +42,10 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 def _load(args):
     import torch
 
-    from .default_model import load_default, load_model
+    from .default_model import PACKAGED_MODELS, load_default, load_model
 
-    if args.model is None:
-        return load_default(device=args.device)
+    if args.model is None or args.model in PACKAGED_MODELS:
+        return load_default(args.model, device=args.device)
     return load_model(args.model, torch.device(args.device))
 
 
