@@ -75,14 +75,6 @@ class QuantizerOutput:
     vq_loss: torch.Tensor  # () mean over scales of beta ||sg(f_hat_k) - f||^2 + ||f_hat_k - sg(f)||^2
 
 
-@dataclass
-class CorruptedCodes:
-    labels: list[torch.Tensor]  # K x (B, pn_k**2): nearest codes given the corrupted scales before
-    inputs: list[torch.Tensor]  # K x (B, pn_k**2): the codes actually used (labels with mistakes)
-    residual: torch.Tensor  # (B, z, h, w) what remains after the earlier scales used and the last labels
-    latent: torch.Tensor  # (B, z, h, w) the picture as drawn: the used codes' sum + residual
-
-
 class MultiScaleResidualQuantizer(nn.Module):
     def __init__(self, config: HybridTokenizerConfig):
         super().__init__()
@@ -155,43 +147,6 @@ class MultiScaleResidualQuantizer(nn.Module):
             # VAR's VQ loss after every scale: commitment (to the encoder) + codebook/phi term.
             vq_loss = vq_loss + self.config.beta * F.mse_loss(f_hat.detach(), f_BzHW) + F.mse_loss(f_hat, f_no_grad)
         return QuantizerOutput(indices, f_hat, f_rest, vq_loss / len(self.config.v_patch_nums))
-
-    @torch.no_grad()
-    def corrupted_quantize(self, f_BzHW: torch.Tensor, strength_B: torch.Tensor, top_k: int = 8,
-                           generator: torch.Generator | None = None) -> CorruptedCodes:
-        """Tokenization with deliberate mistakes, to train next-scale prediction that recovers from
-        its own (Infinity's bitwise self-correction, Han et al. 2024, arXiv:2412.04431 §3.3, here
-        for a codebook instead of bits). At every scale each code of image b is replaced, with
-        probability strength_B[b], by one of the `top_k` next-nearest codebook vectors (a plausible
-        mistake, as a sampled code is). Quantization goes on from the corrupted running sum, so
-        the next scale's nearest codes, the labels, correct what the mistakes left."""
-        if top_k < 1 or top_k >= self.config.vocab_size:
-            raise ValueError(f"top_k must be in [1, {self.config.vocab_size}), got {top_k}")
-        f = f_BzHW.detach().to(self.embedding.weight.dtype)
-        B, z, H, W = f.shape
-        if strength_B.shape != (B,):
-            raise ValueError(f"strength_B must have shape ({B},), got {tuple(strength_B.shape)}")
-        f_rest = f.clone()
-        labels: list[torch.Tensor] = []
-        used: list[torch.Tensor] = []
-        head_residual = f_rest
-        K = len(self.config.v_patch_nums)
-        for k, pn in enumerate(self.config.v_patch_nums):
-            rest_Bzpp = f_rest if pn == H else F.interpolate(f_rest, size=(pn, pn), mode="area")
-            nearest_Nk = self.code_distances(rest_Bzpp.permute(0, 2, 3, 1).reshape(-1, z)).topk(
-                top_k + 1, dim=1, largest=False).indices  # (B*pn*pn, top_k + 1), nearest first
-            n = nearest_Nk.shape[0]
-            pick = torch.randint(1, top_k + 1, (n, 1), device=f.device, generator=generator)
-            flip = torch.rand(n, device=f.device, generator=generator) < strength_B.to(f.device).repeat_interleave(pn * pn)
-            label = nearest_Nk[:, 0]
-            code = torch.where(flip, nearest_Nk.gather(1, pick)[:, 0], label)
-            labels.append(label.view(B, pn * pn))
-            used.append(code.view(B, pn * pn))
-            if k == K - 1:  # what the residual head must add to the labelled last scale
-                head_residual = f_rest - self.contribution(self.code_vectors(labels[-1], pn), k)
-            f_rest = f_rest - self.contribution(self.code_vectors(used[-1], pn), k)
-        f_hat = f - f_rest  # the sum of the corrupted codes' contributions
-        return CorruptedCodes(labels, used, head_residual, f_hat + head_residual)
 
     def indices_to_f_hat(self, indices: list[torch.Tensor]) -> torch.Tensor:
         """Sum of every scale's contribution: the discrete latent (B, z, h, w)."""

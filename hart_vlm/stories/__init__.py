@@ -69,4 +69,6 @@ def generate_story(model, prompt: str, num_steps: int | None = None, seed: int |
             response = event.response
     settings = asdict(SamplingConfig.from_kwargs(**sampling))
     metadata = {"seed": seed, **settings, "step_check": None if step_check is None else repr(step_check)}
+    if sampling["force_image_after"] == STEP_END_PATTERN:  # each picture closes the step before it
+        return Story.from_pictured_steps(prompt, response.parts, metadata=metadata)
     return Story.from_parts(prompt, response.parts, metadata=metadata)

@@ -48,6 +48,9 @@ _STEP_WORD_MARKER = re.compile(
 _NUMBERED_MARKER = re.compile(r"^[ \t]*(?:[#>*_-]+[ \t]*)?\d+[.)](?=\s|$)[ \t*_]*", re.MULTILINE)
 
 
+_STEP_LABEL = re.compile(r"^\s*Step \d+:\s*")
+
+
 def _split_items(parts: list[Part]) -> tuple[list[tuple[str, bool] | Image.Image], bool]:
     """Cuts the text parts at step markers: items are (text, starts_with_marker) or images."""
     texts = "\n".join(p for p in parts if isinstance(p, str))
@@ -132,6 +135,30 @@ class Story:
                 drafts[-1][0].append(text)
         steps = [Step("\n".join(t for t in texts if t), images[0] if images else None) for texts, images in drafts]
         return cls(prompt, steps, dict(metadata or {}), intro="\n".join(intro))
+
+    @classmethod
+    def from_pictured_steps(cls, prompt: str, parts: Iterable[Part], metadata: dict | None = None) -> Story:
+        """Builds the steps of an answer whose pictures were forced at the end of each step's line
+        (`generate_story`): each picture closes a step, and that step's text is the last line
+        before it ("Step k: " taken off); the lines before the first step's line (the plan) are the
+        intro, and text after the last picture is a step without a picture."""
+        intro, steps, pending = "", [], ""
+        for part in _normalize_parts(parts):
+            if isinstance(part, str):
+                pending += part
+                continue
+            head, _, line = pending.strip().rpartition("\n")
+            if not steps:
+                intro = head.strip()
+            elif head.strip():  # text the picture does not belong to: a step of its own, as the model wrote it
+                steps.append(Step(_STEP_LABEL.sub("", head.strip()), None))
+            steps.append(Step(_STEP_LABEL.sub("", line.strip()), part))
+            pending = ""
+        if pending.strip():
+            if not steps:
+                return cls.from_parts(prompt, [pending], metadata)
+            steps.append(Step(_STEP_LABEL.sub("", pending.strip()), None))
+        return cls(prompt, steps, dict(metadata or {}), intro=intro)
 
     @staticmethod
     def image_name(k: int) -> str:

@@ -69,31 +69,18 @@ class HFImages(Dataset):
 
 class AssemblyImages(Dataset):
     """Renders of the procedural assembly data: the single picture of caption example `index`
-    (a random piece of furniture, view and assembly state), rendered at `size` pixels.
+    (a random piece of furniture, view and assembly state), rendered at `size` pixels."""
 
-    `random_colour`: the share of renders whose furniture is drawn in a uniformly random sRGB
-    colour instead of its material's (colour augmentation for a tokenizer, which should keep any
-    colour it is given; training/README.md, "Which material the pictures show", measures it)."""
-
-    def __init__(self, num_images: int, size: int, split: str = "train", seed: int = 0, random_colour: float = 0.0):
+    def __init__(self, num_images: int, size: int, split: str = "train", seed: int = 0):
         if num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {num_images}")
-        if not 0.0 <= random_colour <= 1.0:
-            raise ValueError(f"random_colour must be in [0, 1], got {random_colour}")
         self.num_images, self.size, self.split, self.seed = num_images, size, split, seed
-        self.random_colour = random_colour
 
     def __len__(self) -> int:
         return self.num_images
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        cap = plan_caption(int(index), self.split, self.seed)
-        material = None
-        if self.random_colour:
-            rng = np.random.default_rng([self.seed, 0x636F6C, int(index)])  # 0x636F6C: "col"
-            if rng.random() < self.random_colour:
-                material = tuple(int(c) for c in rng.integers(0, 256, 3))
-        return pil_to_tensor(render_caption(cap, self.size, material))
+        return pil_to_tensor(render_caption(plan_caption(int(index), self.split, self.seed), self.size))
 
 
 class PhotoCrops(Dataset):

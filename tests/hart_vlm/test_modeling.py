@@ -326,3 +326,26 @@ def test_replace_image_tokenizer_keeps_the_backbone_and_restarts_the_latent_maps
         model.replace_image_tokenizer(HybridTokenizer(other))
     with pytest.raises(ValueError, match="tokenizer must be a HybridTokenizer"):
         model.replace_image_tokenizer("runs/tokenizer")
+
+
+def test_a_config_of_an_older_version_loads_with_one_warning(tmp_path, tiny_model, caplog):
+    """Fields of experiments that left the model (in the configs of models saved before) are
+    dropped with one warning that names them."""
+    import json
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    tiny_model.save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config.update(context_dropout_prob=0.1, code_corruption_prob=0.0, text_context_prob=0.0)
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING):
+            loaded = HartVLMConfig.from_pretrained(tmp_path / "m")
+    finally:
+        hf_logging.disable_propagation()
+    assert not hasattr(loaded, "code_corruption_prob") and not hasattr(loaded, "context_dropout_prob")
+    messages = [r.getMessage() for r in caplog.records if "older version" in r.getMessage()]
+    assert len(messages) == 1 and "code_corruption_prob" in messages[0]

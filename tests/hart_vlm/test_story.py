@@ -124,6 +124,23 @@ def test_from_parts_with_markers_and_intro():
     assert story.metadata == {"seed": 0}
 
 
+def test_each_forced_picture_closes_the_step_of_the_line_before_it():
+    """generate_story's stories: the boundaries are the pictures generation drew, not markers found
+    again in the text; on such answers both constructions agree."""
+    parts = ["Overview: (1) bottom panel; (2) shelf.\nStep 1: Lay the bottom panel.", A,
+             "\nStep 2: Add the shelf between the sides.", B, "\nAll done!"]
+    story = Story.from_pictured_steps("How?", parts)
+    assert story.intro == "Overview: (1) bottom panel; (2) shelf."
+    assert _texts(story) == ["Lay the bottom panel.", "Add the shelf between the sides.", "All done!"]
+    assert _images(story)[:2] == [A, B] and story.steps[2].image is None
+    same = Story.from_parts("How?", parts[:4])
+    assert (same.intro, _texts(same)) == (story.intro, _texts(story)[:2])
+    # text the picture does not belong to stays a step of its own, and an answer without pictures is text
+    odd = Story.from_pictured_steps("How?", ["Step 1: Lay it.", A, "\nNow rest.\nStep 2: Fix it.", B])
+    assert _texts(odd) == ["Lay it.", "Now rest.", "Fix it."] and odd.steps[1].image is None
+    assert _texts(Story.from_pictured_steps("How?", ["Step 1: Lay it.\nStep 2: Fix it."])) == ["Lay it.", "Fix it."]
+
+
 def test_from_parts_several_markers_in_one_text_part():
     # Step 1 has no image of its own: the image after "Step 2" belongs to step 2
     story = Story.from_parts("p", ["Step 1: Unpack. Step 2: Sort the screws.", A, "STEP 3 - Assemble.", B])

@@ -10,10 +10,8 @@ from accelerate.state import AcceleratorState, GradientState
 from PIL import Image
 
 from hart.discriminator import PatchDiscriminator, generator_hinge_loss
-from hart.images import pil_to_tensor
 from hart.tokenizer import HybridTokenizer
 from hart.tokenizer_config import HybridTokenizerConfig
-from hart_vlm.data.assembly import generate_caption_example
 from hart_vlm.training.checkpoint import Checkpointer, TrainingProgress
 from hart_vlm.training.config import TrainingConfig
 from hart_vlm.training.images import AssemblyImages, ImageFolder, PhotoCrops
@@ -83,25 +81,6 @@ def test_image_datasets_give_deterministic_images_in_range(tmp_path):
         ImageFolder(tmp_path / "empty", 16)
     with pytest.raises(ValueError, match="image folder not found"):
         ImageFolder(tmp_path / "missing", 16)
-
-
-def test_random_colour_renders_recolour_only_the_furniture():
-    """With random_colour 1 every render shows the same scene as with 0, its background and floor
-    unchanged, its furniture in another colour; the colours are a function of (seed, index)."""
-    plain, coloured = AssemblyImages(6, 32, seed=1), AssemblyImages(6, 32, seed=1, random_colour=1.0)
-    assert torch.equal(coloured[2], AssemblyImages(6, 32, seed=1, random_colour=1.0)[2])
-    caption = generate_caption_example(2, "train", 1, 32)["messages"]  # random_colour 0: the caption's own picture
-    picture = next(item["image"] for m in caption for item in m["content"] if item["type"] == "image")
-    assert torch.equal(plain[2], pil_to_tensor(picture))
-    for i in range(6):
-        a, b = plain[i], coloured[i]
-        same = (a == b).all(0)
-        corner = torch.zeros_like(same)
-        corner[:3, :3] = True
-        assert same[corner].all()  # the background
-        assert not same.all()  # the furniture
-    with pytest.raises(ValueError, match="random_colour"):
-        AssemblyImages(2, 32, random_colour=1.5)
 
 
 def test_checkpoints_are_found_only_when_complete_and_pruned_to_keep(tmp_path):
