@@ -86,17 +86,19 @@ class LineRetries:
         self.line_re = line_pattern(check)
         self.lines: list[Line] = []
 
-    def start_line(self, b: int, segment: list[int], history: list[int], hidden_D: torch.Tensor) -> None:
+    def start_line(self, b: int, hidden_D: torch.Tensor) -> None:
         """Row b's next token starts a line."""
-        line = Line(len(segment), len(history), self.state.num_columns, self.state.positions_of(b), hidden_D.clone())
+        record = self.state.records[b]
+        line = Line(len(record.segment), len(record.history), self.state.num_columns, self.state.positions_of(b),
+                    hidden_D.clone())
         if b < len(self.lines):
             self.lines[b] = line
         else:
             self.lines.append(line)
 
-    def shown(self, b: int, segment: list[int]) -> list[int]:
+    def shown(self, b: int) -> list[int]:
         """The tokens of row b's segment that may be streamed: only finished lines."""
-        return segment[:self.lines[b].start]
+        return self.state.records[b].segment[:self.lines[b].start]
 
     def breaks_retry(self, b: int, token: int, is_stop: bool, is_image: bool) -> bool:
         """A retried line that ends (end of turn, image, a newline before its sentence) is broken:
@@ -107,60 +109,61 @@ class LineRetries:
             return True
         return False
 
-    def line_ended(self, b: int, segment: list[int], history: list[int], hidden_D: torch.Tensor) -> None:
+    def line_ended(self, b: int, hidden_D: torch.Tensor) -> None:
         """Row b's line ended with a newline: a whole line waits for its check, else the next starts."""
         line = self.lines[b]
         if self.line_re is not None:
             # a retry of a whole line is read whatever it says
-            text = self.tokenizer.decode(segment[line.start:], skip_special_tokens=True)
+            text = self.tokenizer.decode(self.state.records[b].segment[line.start:], skip_special_tokens=True)
             line.whole = line.whole or bool(self.line_re.search(text))
             line.ended = line.whole
         if not line.ended:
-            self.start_line(b, segment, history, hidden_D)
+            self.start_line(b, hidden_D)
 
-    def _ask(self, segment: list[int], parts: list, line: Line) -> Verdict:
-        before = "\n".join(p for p in parts if isinstance(p, str))
-        head = self.tokenizer.decode(segment[:line.start], skip_special_tokens=True)
+    def _ask(self, b: int, line: Line) -> Verdict:
+        record = self.state.records[b]
+        before = "\n".join(p for p in record.parts if isinstance(p, str))
+        head = self.tokenizer.decode(record.segment[:line.start], skip_special_tokens=True)
         before = f"{before}\n{head}" if before and head else before or head
-        answer = self.check(before, self.tokenizer.decode(segment[line.start:], skip_special_tokens=True))
+        answer = self.check(before, self.tokenizer.decode(record.segment[line.start:], skip_special_tokens=True))
         try:
             return Verdict(answer)
         except ValueError:
             raise ValueError(f"step_check must return a Verdict ({', '.join(v.value for v in Verdict)}), "
                              f"got {answer!r}") from None
 
-    def review(self, hidden: torch.Tensor, history, segment, parts, n_images, done) -> tuple[torch.Tensor, int]:
+    def review(self, hidden: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Asks the check about every row whose line is about to get its forced image or is a
         whole line that has just ended, and takes rejected lines back. Returns the (possibly
         rewound) hidden states (R, 1, D) and the number of tokens taken back."""
-        dropped = 0
+        dropped, done = 0, self.state.done
         for b in range(self.state.B):
-            line = self.lines[b]
+            line, record = self.lines[b], self.state.records[b]
             if done[b] or line.checked:
                 continue
             if line.broken:  # a retry that could not be checked counts as rejected
                 line.broken, verdict = False, Verdict.RETRY
             elif line.ended:
-                verdict = self._ask(segment[b], parts[b], line)
+                verdict = self._ask(b, line)
             else:
-                if len(segment[b]) <= line.start or (self.max_images is not None and n_images[b] >= self.max_images):
+                if len(record.segment) <= line.start or (self.max_images is not None and record.images >= self.max_images):
                     continue
-                if not self.force_re.search(self.tokenizer.decode(segment[b], skip_special_tokens=True)):
+                if not self.force_re.search(self.tokenizer.decode(record.segment, skip_special_tokens=True)):
                     continue
-                verdict = self._ask(segment[b], parts[b], line)
+                verdict = self._ask(b, line)
             if verdict is Verdict.ACCEPT or (verdict in (Verdict.RETRY, Verdict.NEAR_MISS) and self.step_retries == 0):
                 if line.ended:  # the next line starts after its newline
-                    self.start_line(b, segment[b], history[b], hidden[b, -1])
+                    self.start_line(b, hidden[b, -1])
                 else:
                     line.checked = True
                 continue
             line.ended = False
             if line.first is None:
-                line.first = segment[b][line.start:]
+                line.first = record.segment[line.start:]
             if verdict is Verdict.NEAR_MISS and line.near_miss is None:
-                line.near_miss = segment[b][line.start:]
+                line.near_miss = record.segment[line.start:]
             hidden = hidden.clone()
-            dropped += self._take_back(b, line, history[b], segment[b])
+            dropped += self._take_back(b, line)
             hidden[b, -1] = line.hidden
             if verdict is Verdict.STOP:
                 done[b] = True
@@ -169,21 +172,22 @@ class LineRetries:
             else:  # out of tries: the first near miss stands, or else the first try
                 stands = line.near_miss if line.near_miss is not None else line.first
                 hidden[b, -1] = self._feed_text(b, stands)
-                segment[b].extend(stands)
-                history[b].extend(stands)
+                record.segment.extend(stands)
+                record.history.extend(stands)
                 dropped -= len(stands)
                 if line.whole and self.ends_line(stands[-1]):  # it ended: the next line starts
-                    self.start_line(b, segment[b], history[b], hidden[b, -1])
+                    self.start_line(b, hidden[b, -1])
                 else:
                     line.checked = True
         return hidden, dropped
 
-    def _take_back(self, b: int, line: Line, history: list[int], segment: list[int]) -> int:
+    def _take_back(self, b: int, line: Line) -> int:
         """Takes row b back to the start of `line`; returns how many tokens it dropped."""
+        record = self.state.records[b]
         self.state.take_back(b, line.column, line.positions)
-        dropped = len(segment) - line.start
-        del history[line.history:]
-        del segment[line.start:]
+        dropped = len(record.segment) - line.start
+        del record.history[line.history:]
+        del record.segment[line.start:]
         return dropped
 
     def _feed_text(self, b: int, ids: list[int]) -> torch.Tensor:

@@ -66,31 +66,25 @@ class InterleavedGenerator:
             retries = LineRetries(self.step_check, state, self.tokenizer, self.force_re, s.step_retries, s.max_images,
                                   self.ends_line)
 
-        self.history: list[list[int]] = [[] for _ in range(B)]  # generated text ids, for the penalty
-        history = self.history
-        segment: list[list[int]] = [[] for _ in range(B)]  # text ids since the last image
-        emitted = [""] * B  # decoded text of `segment` already streamed
-        parts: list[list] = [[] for _ in range(B)]
-        n_images = [0] * B
-        done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+        records, done = state.records, state.done
         if retries:
             for b in range(B):
-                retries.start_line(b, segment[b], history[b], hidden[b, -1])
+                retries.start_line(b, hidden[b, -1])
         steps = 0
         while not bool(done.all()) and steps < s.max_new_tokens:
             if retries:
-                hidden, dropped = retries.review(hidden, history, segment, parts, n_images, done)
+                hidden, dropped = retries.review(hidden)
                 steps -= dropped  # taken-back tokens do not count against max_new_tokens
                 if bool(done.all()):
                     break
             steps += 1
             retrying = [retries is not None and retries.lines[b].retrying for b in range(B)]
-            token = self.next_text_token(hidden[:B, -1], history, segment, n_images, done, retrying)  # (B,)
+            token = self.next_text_token(hidden[:B, -1], retrying)  # (B,)
             skip = torch.zeros_like(done)  # rows fed nothing this pass
             for b in range(B):
                 if done[b]:
                     continue
-                t = int(token[b])
+                t, record = int(token[b]), records[b]
                 is_stop, is_image = t in self.stop_ids, t == self.vocab.image_start_id
                 if retries and retries.breaks_retry(b, t, is_stop, is_image):
                     skip[b] = True  # taken back at the next review
@@ -99,13 +93,13 @@ class InterleavedGenerator:
                     done[b] = True
                     continue
                 if not is_image:
-                    history[b].append(t)
-                    segment[b].append(t)
+                    record.history.append(t)
+                    record.segment.append(t)
                     # with a step check only finished lines stream: a rejected line is never shown
-                    shown = retries.shown(b, segment[b]) if retries else segment[b]
+                    shown = retries.shown(b) if retries else record.segment
                     text = self.tokenizer.decode(shown, skip_special_tokens=True)
-                    if not text.endswith("\ufffd") and len(text) > len(emitted[b]):
-                        delta, emitted[b] = text[len(emitted[b]):], text
+                    if not text.endswith("\ufffd") and len(text) > len(record.emitted):
+                        delta, record.emitted = text[len(record.emitted):], text
                         yield TextDelta(delta, row=b)
             active = ~done & ~skip
             token = torch.where(active, token, torch.full_like(token, self.vocab.pad_id))
@@ -117,59 +111,60 @@ class InterleavedGenerator:
             if retries:
                 for b in range(B):
                     if active[b] and not is_image[b] and self.ends_line(int(token[b])):
-                        retries.line_ended(b, segment[b], history[b], hidden[b, -1])
+                        retries.line_ended(b, hidden[b, -1])
             if bool(is_image.any()):
                 rows = is_image.nonzero()[:, 0]
                 for b in rows.tolist():
-                    yield from self._flush_text(b, segment, emitted, parts)
+                    yield from self._flush_text(b)
                 previews, images, h_end = drawer.draw(rows, hidden[state.rows_for(rows), -1])
                 yield from previews
                 for i, b in enumerate(rows.tolist()):
-                    parts[b].append(images[i])
-                    n_images[b] += 1
+                    records[b].parts.append(images[i])
+                    records[b].images += 1
                     yield ImageDone(images[i], row=b)
-                    if s.max_images is not None and n_images[b] >= s.max_images and s.force_image_after:
+                    if s.max_images is not None and records[b].images >= s.max_images and s.force_image_after:
                         done[b] = True  # a forced-image story is complete with its last image
                 hidden = hidden.clone()
                 hidden[state.rows_for(rows), -1] = h_end
                 if retries:
                     for b in rows.tolist():
-                        retries.start_line(b, segment[b], history[b], hidden[b, -1])
+                        retries.start_line(b, hidden[b, -1])
         for b in range(B):
-            yield from self._flush_text(b, segment, emitted, parts)
-            yield Done(ChatResponse(parts=parts[b]), row=b)
+            yield from self._flush_text(b)
+            yield Done(ChatResponse(parts=records[b].parts), row=b)
 
-    def _flush_text(self, b, segment, emitted, parts) -> Iterator[TextDelta]:
+    def _flush_text(self, b: int) -> Iterator[TextDelta]:
         """Closes row b's text segment: streams what was held back (an incomplete character) so
         that the streamed deltas always add up to the saved text."""
-        text = self.tokenizer.decode(segment[b], skip_special_tokens=True)
-        if not text.startswith(emitted[b]):
-            text = emitted[b]  # the decoder re-spaced earlier text: what was streamed stands
-        if len(text) > len(emitted[b]):
-            yield TextDelta(text[len(emitted[b]):], row=b)
+        record = self.state.records[b]
+        text = self.tokenizer.decode(record.segment, skip_special_tokens=True)
+        if not text.startswith(record.emitted):
+            text = record.emitted  # the decoder re-spaced earlier text: what was streamed stands
+        if len(text) > len(record.emitted):
+            yield TextDelta(text[len(record.emitted):], row=b)
         if text:
-            parts[b].append(text)
-        segment[b].clear()
-        emitted[b] = ""
+            record.parts.append(text)
+        record.segment.clear()
+        record.emitted = ""
 
-    def next_text_token(self, hidden_BD, history, segment, n_images, done, retrying) -> torch.Tensor:
+    def next_text_token(self, hidden_BD: torch.Tensor, retrying: list[bool]) -> torch.Tensor:
         """(B,) the next token of every row: sampled over the text vocabulary (a line being written
         again at `retry_temperature`), or `<|image_start|>` where `force_image_after` matches."""
-        s, B = self.s, hidden_BD.shape[0]
+        s, B, records, done = self.s, hidden_BD.shape[0], self.state.records, self.state.done
         logits = self.model.text_logits(hidden_BD).float()  # (B, T)
         logits[:, self.banned_text_ids.to(logits.device)] = float("-inf")
         for b in range(B):
-            if s.max_images is not None and n_images[b] >= s.max_images:
+            if s.max_images is not None and records[b].images >= s.max_images:
                 logits[b, self.vocab.image_start_id] = float("-inf")
-        logits = apply_repetition_penalty(logits, history, s.repetition_penalty)
+        logits = apply_repetition_penalty(logits, [r.history for r in records], s.repetition_penalty)
         token = sample_from_logits(logits, s.temperature, s.top_k, s.top_p, self.generator)
         for b in range(B):
             if retrying[b] and not done[b]:  # a line being sampled again after a rejection
                 token[b] = sample_from_logits(logits[b], s.retry_temperature, s.top_k, s.top_p, self.generator)
         if self.force_re is not None:
             for b in range(B):
-                allowed = s.max_images is None or n_images[b] < s.max_images
-                if not done[b] and allowed and segment[b]:
-                    if self.force_re.search(self.tokenizer.decode(segment[b], skip_special_tokens=True)):
+                allowed = s.max_images is None or records[b].images < s.max_images
+                if not done[b] and allowed and records[b].segment:
+                    if self.force_re.search(self.tokenizer.decode(records[b].segment, skip_special_tokens=True)):
                         token[b] = self.vocab.image_start_id
         return token

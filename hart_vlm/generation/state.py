@@ -6,7 +6,8 @@ lock-step; a row with nothing to say is fed masked padding. Per column and row:
 
     mask    (R, C)  1: a real position the row may read; 0: padding, taken back or hidden
     blocks  (R, C)  block id (layout.TEXT_BLOCK for causal text, one id per image scale block)
-and per row `next_pos` (R,), the position id its next real position gets.
+and per row `next_pos` (R,), the position id its next real position gets. Each conditional row's
+answer so far is a `RowRecord` (`records`), and `done` (B,) marks the rows that have finished.
 
 The text loop, the picture drawer and the line-retry policy change the cache only through the
 methods here: `feed` (append a block), `take_back` (mask a row's columns from one on and reuse
@@ -15,10 +16,23 @@ their positions), `hide_context` / `mirror_twins` (what a twin sees while a pict
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from transformers import DynamicCache
 
 from hart_vlm.layout import TEXT_BLOCK
+
+
+@dataclass
+class RowRecord:
+    """What one conditional row has said so far."""
+
+    history: list[int] = field(default_factory=list)  # every text id it wrote (the repetition penalty reads it)
+    segment: list[int] = field(default_factory=list)  # its text ids since its last picture
+    emitted: str = ""  # the decoded text of `segment` already streamed
+    parts: list = field(default_factory=list)  # its answer: text and pictures in order
+    images: int = 0  # pictures drawn
 
 
 class DecodeState:
@@ -29,6 +43,8 @@ class DecodeState:
         self.cache: DynamicCache | None = None
         self.mask = self.blocks = self.next_pos = None
         self._last_block = 0
+        self.records = [RowRecord() for _ in range(batch_size)]
+        self.done: torch.Tensor | None = None  # (B,) bool
 
     @property
     def num_rows(self) -> int:
@@ -46,6 +62,7 @@ class DecodeState:
         self.mask = attention_mask_BL.new_zeros((R, 0))
         self.blocks = blocks_BL.new_zeros((R, 0))
         self.next_pos = torch.zeros(R, dtype=torch.long, device=embeds_BLD.device)
+        self.done = torch.zeros(self.B, dtype=torch.bool, device=embeds_BLD.device)
         return self.feed(embeds_BLD, attention_mask_BL.bool(), blocks_BL)[:, -1:]
 
     def feed(self, embeds_RqD: torch.Tensor, real_Rq: torch.Tensor, block_Rq: torch.Tensor) -> torch.Tensor:

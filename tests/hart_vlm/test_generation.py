@@ -34,7 +34,7 @@ def test_each_image_start_gives_one_complete_image_and_the_cache_holds_it(tiny_m
     assert all(im.image.size == (size, size) for im in images)
     # cache length = prompt + every text token fed + every image's full layout
     grown = runner.state.next_pos[0].item() - inputs["attention_mask"][0].sum().item()
-    assert grown == len(runner.history[0]) + 3 * tiny_model.layout.num_positions
+    assert grown == len(runner.state.records[0].history) + 3 * tiny_model.layout.num_positions
     assert runner.state.cache.get_seq_length() == runner.state.mask.shape[1]
     # the cond row sees every real position, the images' too: text after an image reads it
     real = runner.state.mask[0].bool()
@@ -188,7 +188,7 @@ def test_a_line_rejected_every_time_is_retried_then_the_first_try_stands(tiny_mo
     assert any(a != b for a, b in zip(lines[0::3], lines[1::3]))  # the retries are sampled
     # the cache: taken-back positions stay but are masked; position ids were reused
     grown = runner.state.next_pos[0].item() - inputs["attention_mask"][0].sum().item()
-    assert grown == len(runner.history[0]) + 3 * tiny_model.layout.num_positions
+    assert grown == len(runner.state.records[0].history) + 3 * tiny_model.layout.num_positions
     assert runner.state.mask[0].sum().item() == runner.state.next_pos[0].item()
     assert runner.state.cache.get_seq_length() == runner.state.mask.shape[1] > runner.state.next_pos[0].item()
 
