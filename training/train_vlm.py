@@ -27,7 +27,7 @@ from hart.tokenizer import HybridTokenizer
 from hart_vlm import HartVLM, HartVLMConfig, HartVLMProcessor
 from hart_vlm.default_model import load_image_tokenizer
 from hart_vlm.text_tokenizer import load_text_tokenizer
-from hart_vlm.lora import apply_lora, autocast_adapter_inputs, save_adapter_package
+from hart_vlm.lora import apply_lora, autocast_adapter_inputs, load_adapter_package, save_adapter_package
 from hart_vlm.training.batching import ChatCollator, ChatLosses, make_loader
 from hart_vlm.training.config import TrainingConfig, option, run_cli, save_config
 from hart_vlm.training.data import AssemblyMixture, ChatDataset, HFChatDataset, load_hf_dataset
@@ -55,7 +55,8 @@ class VLMTrainingConfig(TrainingConfig):
     lora_alpha: int | None = option(None, "LoRA alpha (default 2 * lora_rank)")
     context_dropout: float = option(0.1, "share of target images that see nothing before them (classifier-free "
                                          "guidance's unconditional branch, DESIGN.md §4)")
-    init_from: str | None = option(None, "continue training a saved HartVLM folder (e.g. SFT after pre-training)")
+    init_from: str | None = option(None, "continue training a saved HartVLM folder (e.g. SFT after pre-training) or a "
+                                         "LoRA package (its adapter trains on; lora_rank must be its rank)")
     attn_implementation: str = option("sdpa", "backbone attention: sdpa (CPU and GPU), flex_attention (GPU) or eager")
     data: list[str] = option([], "JSONL instruction files (DESIGN.md §7); none: the procedural assembly mixture")
     dataset: str | None = option(None, "a datasets folder (save_to_disk) or name with a 'messages' column")
@@ -96,6 +97,8 @@ class VLMTrainingConfig(TrainingConfig):
 
 def build_model(cfg: VLMTrainingConfig) -> HartVLM:
     """A HartVLM with its processor, as the config asks; its HART tokenizer frozen."""
+    if cfg.init_from is not None and (Path(cfg.init_from) / "adapter_config.json").is_file():
+        return continue_adapter(cfg)
     if cfg.init_from is not None:
         model = HartVLM.from_pretrained(cfg.init_from)
         if model.processor is None:
@@ -123,6 +126,20 @@ def build_model(cfg: VLMTrainingConfig) -> HartVLM:
     if cfg.lora_rank:
         model = apply_lora(model, r=cfg.lora_rank, alpha=cfg.lora_alpha)
     return model.train()
+
+
+def continue_adapter(cfg: VLMTrainingConfig):
+    """A LoRA package (e.g. a packaged model) trained on: its adapter, unmerged, around the base
+    LLM's weights, everything it trained trainable again."""
+    package = load_adapter_package(cfg.init_from, merge=False)
+    rank = package.peft_config["default"].r
+    if cfg.lora_rank != rank:
+        raise ValueError(f"init_from {cfg.init_from!r} is a LoRA package of rank {rank}: it trains on as LoRA, so "
+                         f"lora_rank must be {rank}, got {cfg.lora_rank}")
+    if cfg.hart_tokenizer is not None:
+        raise ValueError("a LoRA package keeps its HART tokenizer; drop hart_tokenizer")
+    package.get_base_model().backbone.set_attn_implementation(cfg.attn_implementation)
+    return package.train()
 
 
 def main(cfg: VLMTrainingConfig) -> TrainingResult:

@@ -18,6 +18,7 @@ from hart_vlm import HartVLM
 from hart_vlm.default_model import has_default_model
 from hart_vlm.training.config import run_cli
 
+from ..hart_vlm.test_llms import fake_smollm2  # noqa: F401  (fixture)
 from .conftest import CONFIGS, load_recipe, run_recipe
 
 
@@ -231,3 +232,26 @@ def test_train_vlm_from_a_saved_model_with_a_new_tokenizer(tmp_path, tiny_vlm_di
         load_recipe("train_vlm").VLMTrainingConfig(init_from=str(tiny_vlm_dir), keep_image_maps=True)
     with pytest.raises(ValueError, match="drop model_overrides"):
         load_recipe("train_vlm").VLMTrainingConfig(init_from=str(tiny_vlm_dir), model_overrides={"image_context_block": False})
+
+
+def test_lora_on_a_known_llm_saves_a_package_and_trains_on_from_it(fake_smollm2, tmp_path):  # noqa: F811
+    """train_vlm with --llm NAME --lora-rank R writes a LoRA package (only what training changed);
+    --init-from that package trains the same adapter on."""
+    common = ["--config", str(CONFIGS / "vlm_tiny.yaml"), "--mixture-examples", "16", "--max-steps", "1",
+              "--lora-rank", "4", "--mixed-precision", "no", "--eval-every", "0", "--eval-examples", "0"]
+    first = run_recipe("train_vlm", common + ["--llm", "smollm2", "--hart-tokenizer", "default",
+                                              "--output-dir", str(tmp_path / "a")])
+    package = first.saved["adapter"]
+    assert (package / "adapter_config.json").is_file() and not list(package.glob("model*.safetensors"))
+    loaded = HartVLM.from_pretrained(package)
+    assert loaded.config.base_llm == "smollm2" and loaded.processor is not None
+    with pytest.raises(ValueError, match="lora_rank must be 4"):
+        run_recipe("train_vlm", common[:-6] + ["--lora-rank", "8", "--init-from", str(package),
+                                               "--output-dir", str(tmp_path / "bad")])
+    second = run_recipe("train_vlm", common + ["--init-from", str(package), "--output-dir", str(tmp_path / "b")])
+    before = {k: v for k, v in first.model.state_dict().items() if "lora_A" in k}
+    after = {k: v for k, v in second.model.state_dict().items() if "lora_A" in k}
+    assert before.keys() == after.keys()
+    key = next(iter(before))
+    assert not torch.equal(before[key], after[key])  # trained on
+    assert (second.saved["adapter"] / "adapter_config.json").is_file()
