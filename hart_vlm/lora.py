@@ -101,9 +101,10 @@ def save_adapter_package(peft_model: PeftModel, folder: str | os.PathLike, state
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous() for k, v in state.items()}
     shards: list[dict] = [{}]
     size = 0
+    budget = max_shard_bytes - 1024 - sum(len(k) + 160 for k in state)  # room for the safetensors header
     for key in sorted(state):
         nbytes = state[key].numel() * state[key].element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
+        if shards[-1] and size + nbytes > budget:
             shards.append({})
             size = 0
         shards[-1][key] = state[key]
@@ -114,7 +115,8 @@ def save_adapter_package(peft_model: PeftModel, folder: str | os.PathLike, state
         save_file(shard, folder / ADAPTER_SHARDS.format(i, len(shards)), metadata={"format": "pt"})
     peft_model.peft_config["default"].save_pretrained(folder)
     model.config.save_pretrained(folder)
-    tokenizer_state = {k: v.contiguous() for k, v in model.image_tokenizer.state_dict().items()}
+    tokenizer_state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+                       for k, v in model.image_tokenizer.state_dict().items()}
     save_file(tokenizer_state, folder / IMAGE_TOKENIZER_FILE, metadata={"format": "pt"})
     if model.processor is not None:
         model.processor.save_pretrained(folder)
@@ -148,7 +150,8 @@ def load_adapter_package(folder: str | os.PathLike, dtype: torch.dtype | str = "
     backbone.resize_token_embeddings(config.text_config.vocab_size, mean_resizing=False)
     model = HartVLM(config, backbone=backbone)
     try:
-        model.image_tokenizer.load_state_dict(load_file(folder / IMAGE_TOKENIZER_FILE), strict=True)
+        model.image_tokenizer.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                               for k, v in load_file(folder / IMAGE_TOKENIZER_FILE).items()}, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{folder / IMAGE_TOKENIZER_FILE} does not fit the config's image tokenizer: {err}") from None
     peft_model = get_peft_model(model, LoraConfig.from_pretrained(folder))

@@ -107,6 +107,9 @@ def package(model_dir: Path, out: Path, card: Path, max_shard_bytes: int = 15_00
         total = check_sizes(tmp, max_shard_bytes)
         diff = verify(reference, tmp, tolerance)
         shutil.copyfile(card, tmp / CARD_NAME)
+        tmp.chmod(0o755)  # mkdtemp made it private; a package is read by everyone
+        for f in tmp.iterdir():
+            f.chmod(0o644)
         replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
