@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -58,9 +59,17 @@ def lora_config(model, r: int = 16, alpha: int | None = None, dropout: float = 0
     )
 
 
+def _wrap(model, config: LoraConfig) -> PeftModel:
+    """get_peft_model without the FutureWarning that peft (0.21) triggers in transformers 5 by reading
+    the deprecated `is_gradient_checkpointing` property (peft's call, not ours)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
+
+
 def apply_lora(model, **kwargs) -> PeftModel:
     """Wraps `model` with LoRA adapters (`lora_config(model, **kwargs)`)."""
-    peft_model = get_peft_model(model, lora_config(model, **kwargs))
+    peft_model = _wrap(model, lora_config(model, **kwargs))
     peft_model.base_model.model.processor = model.processor
     return peft_model
 
@@ -154,7 +163,7 @@ def load_adapter_package(folder: str | os.PathLike, dtype: torch.dtype | str = "
                                                for k, v in load_file(folder / IMAGE_TOKENIZER_FILE).items()}, strict=True)
     except RuntimeError as err:
         raise ValueError(f"{folder / IMAGE_TOKENIZER_FILE} does not fit the config's image tokenizer: {err}") from None
-    peft_model = get_peft_model(model, LoraConfig.from_pretrained(folder))
+    peft_model = _wrap(model, LoraConfig.from_pretrained(folder))
     state = {}
     for shard in shards:
         state.update({k: v.float() if v.is_floating_point() else v for k, v in load_file(shard).items()})
