@@ -280,7 +280,8 @@ def save_plot(result: dict, path: Path) -> None:
 def results_section(result: dict, json_path: Path, plot_path: Path, md_path: Path) -> list[str]:
     rec = _load_reconstruction()
     s = result["setup"]
-    return [f"## Assembly benchmark: {result['source']} model", "", f"`{result['command']}`", "",
+    wording = s.get("wording", "data")
+    return [f"## Assembly benchmark: {result['source']} model, {wording} wording", "", f"`{result['command']}`", "",
             f"- machine: {rec.machine_line(result['machine'])}, {result['date']}",
             f"- {s['num']} held-out prompts (seed {s['seed']}{', ' + s['wording'] + ' wording' if s.get('wording', 'data') != 'data' else ''}), "
             f"{result['image_size']} px, story seed = seed + i, "

@@ -2,6 +2,7 @@
 
     python evals/default_model_speed.py                 # 3 runs of each measurement
     python evals/default_model_speed.py --repeats 5 --prompt "How do I assemble an oak stool?"
+    python evals/default_model_speed.py --models tiny smollm2      # the packaged models side by side
 
 Measured, median (and min / max) over `--repeats` fresh Python processes, on this machine:
 
@@ -30,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from hart_vlm.default_model import DEFAULT_MODEL, PACKAGED_MODELS
 from hart_vlm.scripts import load_script
 
 HERE = Path(__file__).resolve().parent
@@ -61,24 +63,30 @@ def timed_process(argv: list[str]) -> tuple[float, float, str]:
     return seconds, usage.ru_maxrss / 1024, stdout
 
 
-def measurements(prompt: str, out_dir: Path, seed: int) -> dict[str, list[str]]:
+def measurements(prompt: str, out_dir: Path, seed: int, models: list[str]) -> dict[str, list[str]]:
+    """The commands to time. The first model's rows are `load_default` and `story` (with no model
+    named: what `make demo` runs when it is the default); each further model's `load_default:NAME`
+    and `story:NAME`."""
     python = sys.executable
     cli = shutil.which("hart-vlm")
     story = [cli] if cli else [python, "-m", "hart_vlm.cli"]
-    return {
-        "import_torch": [python, "-c", "import torch"],
-        "import_hart_vlm": [python, "-c", "import hart_vlm"],
-        "load_default": [python, "-c", "import time, hart_vlm; t = time.perf_counter(); hart_vlm.load_default(); "
-                                       "print(time.perf_counter() - t)"],
-        "story": [*story, "story", prompt, "--out", str(out_dir), "--seed", str(seed)],
-    }
+    commands = {"import_torch": [python, "-c", "import torch"], "import_hart_vlm": [python, "-c", "import hart_vlm"]}
+    for i, name in enumerate(models):
+        named = name != DEFAULT_MODEL or i > 0
+        suffix = f":{name}" if i > 0 else ""
+        commands["load_default" + suffix] = [
+            python, "-c", f"import time, hart_vlm; t = time.perf_counter(); hart_vlm.load_default("
+                          f"{repr(name) if named else ''}); print(time.perf_counter() - t)"]
+        commands["story" + suffix] = [*story, "story", prompt, "--out", str(out_dir), "--seed", str(seed),
+                                      *(["--model", name] if named else [])]
+    return commands
 
 
-def run(repeats: int, prompt: str, seed: int) -> dict:
+def run(repeats: int, prompt: str, seed: int, models: list[str]) -> dict:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(tmp) / "story"
-        commands = measurements(prompt, out_dir, seed)
+        commands = measurements(prompt, out_dir, seed, models)
         for name, argv in commands.items():
             times, rss, outputs = [], [], []
             for _ in range(repeats):
@@ -89,10 +97,10 @@ def run(repeats: int, prompt: str, seed: int) -> dict:
             shown = [Path(argv[0]).name, *("OUT" if a == str(out_dir) else a for a in argv[1:])]
             rows[name] = {"command": shlex.join(shown),
                           "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-                          "times_s": times, "peak_rss_mb": max(rss), "target_s": TARGETS_S.get(name)}
-            if name == "load_default":  # the child printed the seconds of the call itself
+                          "times_s": times, "peak_rss_mb": max(rss), "target_s": TARGETS_S.get(name.split(":")[0])}
+            if name.startswith("load_default"):  # the child printed the seconds of the call itself
                 rows[name]["call_median_s"] = statistics.median(float(o.split()[-1]) for o in outputs)
-            if name == "story":
+            if name.startswith("story"):
                 rows[name]["output_tail"] = outputs[-1].strip().splitlines()[-3:]
                 story = json.loads((out_dir / "story.json").read_text())
                 rows[name]["steps"] = len(story["steps"])
@@ -106,9 +114,10 @@ def table(result: dict) -> str:
         target = f"< {r['target_s']:g}" if r["target_s"] is not None else "baseline" if name == "import_torch" else ""
         lines.append(f"| `{r['command']}` | {r['median_s']:.2f} | {r['min_s']:.2f} / {r['max_s']:.2f} | {target} | "
                      f"{r['peak_rss_mb']:.0f} |")
-    load = result["rows"]["load_default"]
-    lines += ["", f"Inside the load_default process, the `hart_vlm.load_default()` call itself: median "
-                  f"{load['call_median_s']:.2f} s; the rest of that process is Python, torch and transformers start-up."]
+    calls = ", ".join(f"{name.partition(':')[2] or 'default'} {r['call_median_s']:.2f} s"
+                      for name, r in result["rows"].items() if name.startswith("load_default"))
+    lines += ["", f"Inside the load_default processes, the `hart_vlm.load_default()` call itself (median): {calls}; "
+                  "the rest of each process is Python, torch and transformers start-up."]
     return "\n".join(lines)
 
 
@@ -117,6 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per measurement")
     parser.add_argument("--prompt", default=DEMO_PROMPT, help="the story's prompt (default: make demo's)")
     parser.add_argument("--seed", type=int, default=0, help="the story's seed")
+    parser.add_argument("--models", nargs="+", default=[DEFAULT_MODEL], choices=PACKAGED_MODELS,
+                        help="packaged models to time, side by side (default: the default model)")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "default_model_speed.json")
     parser.add_argument("--results-md", type=Path, default=HERE / "RESULTS.md", help="section written/replaced here")
     args = parser.parse_args(argv)
@@ -129,16 +140,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     from hart_vlm.default_model import default_model_path, has_default_model
 
-    if not has_default_model():
-        parser.error(f"the embedded default model is not in this installation (looked in {default_model_path()})")
+    for name in args.models:
+        if not has_default_model(name):
+            parser.error(f"the packaged model {name!r} is not in this installation (looked in {default_model_path(name)})")
     speed = _load_speed()
     load_before = os.getloadavg()[0]
-    rows = run(args.repeats, args.prompt, args.seed)
+    rows = run(args.repeats, args.prompt, args.seed, args.models)
     result = {
         "machine": speed.machine(torch.device("cpu")),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": " ".join(["python evals/default_model_speed.py", *(argv if argv is not None else sys.argv[1:])]),
-        "repeats": args.repeats, "prompt": args.prompt, "seed": args.seed,
+        "repeats": args.repeats, "prompt": args.prompt, "seed": args.seed, "models": args.models,
         "load_average_before_after": [load_before, os.getloadavg()[0]],
         "rows": rows,
     }
@@ -150,8 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
              f"- machine: {m['cpu']}, {m['logical_cores']} logical cores, torch {m['torch']}, "
              f"transformers {m['transformers']}, {result['date']}",
              f"- load average (1 min) before / after: {load_before:.2f} / {result['load_average_before_after'][1]:.2f}",
-             f"- each measurement: {args.repeats} fresh processes; the story: {rows['story']['steps']} steps for "
-             f"\"{args.prompt}\", seed {args.seed}", "",
+             f"- each measurement: {args.repeats} fresh processes; the story (steps drawn: "
+             + ", ".join(f"{n.partition(':')[2] or 'default'} {r['steps']}" for n, r in rows.items() if n.startswith("story"))
+             + f") for \"{args.prompt}\", seed {args.seed}", "",
              table(result), "", f"File: `{speed._relative(args.json)}`"]
     speed.write_results_section(args.results_md, "default_model_speed", lines)
     print(f"wrote {args.json}, {args.results_md}")

@@ -156,15 +156,16 @@ def write_outputs(args: argparse.Namespace, eval_name: str, result: dict, is_def
     by default evals/results/<eval>_<model>.json / .png and, for the embedded default model, evals/RESULTS.md.
     A --json without --plot puts the plot beside it, so that a run saved elsewhere never replaces the
     default run's plot."""
-    source = result["source"]
-    json_path = args.json or HERE / "results" / f"{eval_name}_{source}.json"
+    json_path = args.json or HERE / "results" / f"{eval_name}_{result['source']}.json"
     plot_path = args.plot or json_path.with_suffix(".png")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     save_plot(plot_path)
     md_path = args.results_md or (HERE / "RESULTS.md" if is_default else None)
     if md_path is not None:
-        write_results_section(md_path, f"{eval_name}:{source}", results_section(json_path, plot_path, md_path))
+        # one section per JSON file: runs of one model under other settings (--json NAME) do not replace each other
+        key = json_path.stem.removeprefix(f"{eval_name}_")
+        write_results_section(md_path, f"{eval_name}:{key}", results_section(json_path, plot_path, md_path))
     print(f"wrote {json_path}, {plot_path}" + (f", {md_path}" if md_path else ""))
 
 

@@ -33,8 +33,9 @@ def from_components(
     llm: a local transformers causal-LM folder, a known LLM's name (`hart_vlm.llms`: "smollm2",
         converted once from its installed package into a cache folder), its config, or a
         loaded model.
-    hart_tokenizer: a folder (this library's or an official HART `tokenizer/` folder), a
-        `HybridTokenizerConfig`, a preset name, or a loaded `HybridTokenizer`.
+    hart_tokenizer: "default" (the trained tokenizer of the packaged models), a folder (this
+        library's or an official HART `tokenizer/` folder), a `HybridTokenizerConfig`, a preset
+        name (random weights), or a loaded `HybridTokenizer`.
     text_tokenizer: the LLM's tokenizer; default: the one in the `llm` folder, else the
         tokenizer shipped with this library. The image and role specials are added to it and
         the backbone's embeddings are resized to match (existing rows keep their values).
@@ -77,10 +78,16 @@ def from_components(
     elif isinstance(hart_tokenizer, (str, os.PathLike)) and os.path.isdir(hart_tokenizer):
         image_tokenizer = HybridTokenizer.from_pretrained(hart_tokenizer)
         tok_cfg = image_tokenizer.config
+    elif hart_tokenizer == "default":
+        from .default_model import load_image_tokenizer
+
+        image_tokenizer = load_image_tokenizer("default")
+        tok_cfg = image_tokenizer.config
     elif isinstance(hart_tokenizer, str):
         image_tokenizer, tok_cfg = None, HybridTokenizerConfig.from_preset(hart_tokenizer)
     else:
-        raise ValueError(f"hart_tokenizer must be a folder, a preset name, a config or a tokenizer, got {hart_tokenizer!r}")
+        raise ValueError(f"hart_tokenizer must be \"default\", a folder, a preset name, a config or a tokenizer, "
+                         f"got {hart_tokenizer!r}")
 
 
     head_cfg = ResidualDiffusionHeadConfig.from_preset(

@@ -60,10 +60,10 @@ def test_hybrid_equals_continuous_and_differs_from_discrete_only(tiny_run):
 def test_the_markdown_section_is_replaced_not_repeated(tiny_run):
     reconstruction, result, paths = tiny_run
     text = paths["md"].read_text()
-    assert text.count("<!-- reconstruction:tokenizer -->") == 1 and "| tokenizer | photos | discrete-only | 3 |" in text
-    reconstruction.write_results_section(paths["md"], "reconstruction:tokenizer", ["again"])
+    assert text.count("<!-- reconstruction:rec -->") == 1 and "| tokenizer | photos | discrete-only | 3 |" in text
+    reconstruction.write_results_section(paths["md"], "reconstruction:rec", ["again"])
     text = paths["md"].read_text()
-    assert text.count("<!-- reconstruction:tokenizer -->") == 1 and "again" in text and "| photos |" not in text
+    assert text.count("<!-- reconstruction:rec -->") == 1 and "again" in text and "| photos |" not in text
 
 
 def test_a_perfect_reconstruction_has_ssim_1_and_infinite_psnr():

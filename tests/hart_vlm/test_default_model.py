@@ -121,3 +121,13 @@ def test_default_model_speed_eval_runs_and_reports(tmp_path):
     assert result["rows"]["story"]["steps"] >= 1
     assert 0 < result["rows"]["load_default"]["call_median_s"] < result["rows"]["load_default"]["median_s"]
     assert "<!-- default_model_speed -->" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_default_model_speed_times_each_named_model_with_its_own_commands(tmp_path):
+    speed = load_eval("default_model_speed")
+    commands = speed.measurements("How do I build a stool?", tmp_path, 0, ["tiny", "smollm2"])
+    assert list(commands) == ["import_torch", "import_hart_vlm", "load_default", "story",
+                              "load_default:smollm2", "story:smollm2"]
+    assert "load_default()" in commands["load_default"][-1] and "--model" not in commands["story"]
+    assert "load_default('smollm2')" in commands["load_default:smollm2"][-1]
+    assert commands["story:smollm2"][-2:] == ["--model", "smollm2"]

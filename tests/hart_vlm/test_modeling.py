@@ -122,6 +122,12 @@ def test_vocabulary_extension_keeps_text_logits(tmp_path, text_tokenizer):
         after = model(input_ids=ids).logits
     torch.testing.assert_close(after[..., : len(words)], before, rtol=0, atol=1e-5)
     assert model.processor.tokenizer.convert_tokens_to_ids("<|image_start|>") == model.vocab.image_start_id
+    # "default": the packaged models' trained HART tokenizer, weights and all
+    from hart_vlm.default_model import load_image_tokenizer
+
+    trained = HartVLM.from_components(tmp_path / "llm", hart_tokenizer="default")
+    expected = load_image_tokenizer("default").state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in trained.image_tokenizer.state_dict().items())
 
 
 def test_image_code_ids_embed_through_the_codebook(tiny_model):
