@@ -223,8 +223,10 @@ class ARRunner:
         if settings.llm is not None:  # a pretrained backbone with the preset's HART tokenizer (random bridge and head)
             from hart_vlm import HartVLMConfig
 
-            tokenizer = HartVLMConfig.from_preset(settings.preset).image_tokenizer
-            model = HartVLM.from_components(settings.llm, hart_tokenizer=tokenizer, **method.model)
+            preset = HartVLMConfig.from_preset(settings.preset)
+            head = {k: preset.diffusion_head_config[k] for k in ("width", "depth")}  # the preset's head size
+            model = HartVLM.from_components(settings.llm, hart_tokenizer=preset.image_tokenizer,
+                                            diffusion_head_config=head, **method.model)
         else:
             model = HartVLM.from_preset(settings.preset, **method.model)
         self.model = model.to(device=device, dtype=dtype).eval()
@@ -505,10 +507,12 @@ in `evals/results/`; each section names the command and the machine it ran on.
 
 
 def update_results_markdown(result: dict, path: Path, json_path: Path | None, plot_path: Path | None) -> None:
-    """Writes this run's section of RESULTS.md, replacing the previous run of the same preset and device."""
+    """Writes this run's section of RESULTS.md, replacing the previous run of the same preset, backbone and device."""
     s = result["setup"]
     files = [f"`{_relative(p)}`" for p in (json_path, plot_path) if p is not None]
-    body = [f"## Speed: {s['preset']} on {s['device']}", "", f"`{result['command']}`", ""]
+    name = s["preset"] if s.get("llm") is None else f"{s['preset']}_{Path(s['llm']).name}"
+    title = s["preset"] if s.get("llm") is None else f"{s['preset']} preset with the {s['llm']} backbone"
+    body = [f"## Speed: {title} on {s['device']}", "", f"`{result['command']}`", ""]
     body += [f"- {line}" for line in header_lines(result)]
     body += [f"- timed: {result['timed']}", "", tables(result), ""]
     if summary_line(result):
@@ -517,7 +521,7 @@ def update_results_markdown(result: dict, path: Path, json_path: Path | None, pl
         body += ["Files: " + ", ".join(files), ""]
     if plot_path is not None:
         body += [f"![throughput]({os.path.relpath(plot_path, path.parent)})", ""]
-    write_results_section(path, f"speed:{s['preset']}:{s['device']}", body)
+    write_results_section(path, f"speed:{name}:{s['device']}", body)
 
 
 def write_results_section(path: Path, key: str, lines: list[str]) -> None:

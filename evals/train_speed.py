@@ -83,14 +83,24 @@ def profile(model, batch, precision: str) -> dict[str, float]:
 
     with run_profile(activities=[ProfilerActivity.CPU]) as prof:
         step(model, batch, precision)
-    families = {"attention": ("scaled_dot_product",), "matrix products": ("aten::mm", "aten::addmm", "aten::bmm"),
+    families = {"matrix products": ("aten::mm", "aten::addmm", "aten::bmm"),
                 "copies and casts": ("aten::copy_", "aten::to", "aten::_to_copy"), "fills": ("aten::fill_", "aten::zero_")}
-    totals = dict.fromkeys([*families, "other"], 0.0)
+    totals = dict.fromkeys(["attention", *families, "other"], 0.0)
+    others: dict[str, float] = {}
     for event in prof.key_averages():
-        family = next((f for f, names in families.items() if any(event.key.startswith(n) for n in names)), "other")
+        key = event.key
+        if "scaled_dot_product" in key.lower() or "scaleddotproduct" in key.lower():  # forward and backward kernels
+            family = "attention"
+        else:
+            family = next((f for f, names in families.items() if key in names), "other")
         totals[family] += event.self_cpu_time_total
+        if family == "other":
+            others[key] = others.get(key, 0.0) + event.self_cpu_time_total
     whole = sum(totals.values())
-    return {k: v / whole for k, v in totals.items()}
+    shares = {k: v / whole for k, v in totals.items()}
+    for key, value in sorted(others.items(), key=lambda kv: -kv[1])[:4]:  # the largest of "other", by name
+        shares[f"other: {key}"] = value / whole
+    return shares
 
 
 def main() -> None:

