@@ -38,7 +38,8 @@ test-all: install-dev browser
 # exists, a HART tokenizer trained for a minute, original / discrete-only / hybrid side by side.
 demo: install
 	@if $(PYTHON) -c "from hart_vlm.default_model import has_default_model as h; raise SystemExit(0 if h() else 1)"; then \
-		hart-vlm story "How do I assemble a two-shelf white bookcase?" --out demo_story/; \
+		hart-vlm story "How do I assemble a two-shelf white bookcase?" --out demo_story/ && \
+		echo 'Chat with it in the browser: pip install -e ".[ui]" && hart-vlm serve   (then open http://127.0.0.1:7860)'; \
 	else \
 		echo "The embedded default model is not trained yet: running the tokenizer demo instead."; \
 		$(PIP) install -q scikit-image && $(PYTHON) examples/tokenizer_demo.py --out demo_tokenizer.png; \

@@ -114,7 +114,8 @@ def model_answers(name: str, max_new_tokens: int) -> list[tuple[str, int]]:
     model = hart_vlm.load_default(name)
     out = []
     for question, _ in QUESTIONS:
-        reply = model.chat([{"role": "user", "content": question}], seed=0, temperature=0.0, max_new_tokens=max_new_tokens)
+        reply = model.chat([{"role": "user", "content": question}], reply="free", seed=0, temperature=0.0,
+                           max_new_tokens=max_new_tokens)
         out.append((reply.text, len(reply.images)))
     return out
 

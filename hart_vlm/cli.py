@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from hart_vlm import cli_generate
-from hart_vlm import cli_data
+from hart_vlm import app, cli_data, cli_generate
 
-COMMAND_MODULES = (cli_generate, cli_data)
+COMMAND_MODULES = (cli_generate, app, cli_data)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ def register(subparsers) -> None:
 
     chat = subparsers.add_parser("chat", help="a terminal chat; images are saved and their paths printed")
     chat.add_argument("--out", type=Path, default=Path("chat_images"), help="folder for the images of the chat")
+    chat.add_argument("--image", type=Path, default=None, help="a picture (PNG, JPEG, ...) sent with your first message")
     _model_arguments(chat)
     chat.set_defaults(func=run_chat)
 
@@ -39,14 +40,19 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start an image whenever the text since the last image matches REGEX")
 
 
-def _load(args):
+def load_named_model(name: str | None, device: str = "cpu"):
+    """A packaged model by name (None: the default) or a saved HartVLM folder, on `device`."""
     import torch
 
     from .default_model import PACKAGED_MODELS, load_default, load_model
 
-    if args.model is None or args.model in PACKAGED_MODELS:
-        return load_default(args.model, device=args.device)
-    return load_model(args.model, torch.device(args.device))
+    if name is None or name in PACKAGED_MODELS:
+        return load_default(name, device=device)
+    return load_model(name, torch.device(device))
+
+
+def _load(args):
+    return load_named_model(args.model, args.device)
 
 
 def _sampling(args) -> dict:
@@ -90,6 +96,14 @@ def run_story(args) -> int:
 def run_chat(args) -> int:
     from .outputs import ImageDone, TextDelta
 
+    image = None
+    if args.image is not None:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            image = Image.open(args.image).convert("RGB")
+        except (OSError, UnidentifiedImageError) as error:
+            raise ValueError(f"--image {str(args.image)!r} is not a readable picture (PNG, JPEG, ...): {error}") from None
     model = _load(args)
     args.out.mkdir(parents=True, exist_ok=True)
     messages: list[dict] = []
@@ -102,7 +116,10 @@ def run_chat(args) -> int:
             break
         if not line:
             break
-        messages.append({"role": "user", "content": [{"type": "text", "text": line}]})
+        content = [{"type": "text", "text": line}]
+        if image is not None:  # the picture goes with the first message
+            content, image = [{"type": "image", "image": image}, *content], None
+        messages.append({"role": "user", "content": content})
         print("model> ", end="", flush=True)
         content = []
         for event in model.chat(messages, stream=True, seed=args.seed + len(messages), **_sampling(args)):

@@ -337,21 +337,47 @@ class HartVLM(HartVLMPreTrainedModel):
 
     # -- entry points of the generation and story layers -------------------------------------
     def chat(self, messages, stream: bool = False, seed: int | None = None,
-             generator: torch.Generator | None = None, step_check=None, **sampling):
+             generator: torch.Generator | None = None, reply: str = "auto", step_check="auto", **sampling):
         """Answers a conversation (or a batch of them) with interleaved text and images
         (hart_vlm.generation).
 
         messages: [{"role": "user", "content": [{"type": "text", "text": ...}, {"type": "image",
-        "image": PIL.Image}]}, ...] or a list of such conversations. Sampling arguments are the
-        fields of :class:`hart_vlm.sampling.SamplingConfig`. Returns a `ChatResponse` (a list of
-        them for a batch); with `stream=True`, an iterator of events (`TextDelta`, `ImagePreview`,
-        `ImageDone`, `Done`). Randomness comes only from `generator` (or a new one seeded with
-        `seed`), never from the global RNG. `step_check` (a `hart_vlm.generation.StepCheck`),
-        with `force_image_after`, reads every line that is about to get its image and may have it
+        "image": PIL.Image}]}, ...] or a list of such conversations. reply: what kind of answer
+        (hart_vlm.stories.replies): "auto" reads it from the last user turn: a guide request gets
+        its steps with a picture after each, as `generate_story` draws them; a drawing request one
+        picture; anything else, and a question about a picture, text only. "guide", "picture" and
+        "text" choose the kind; "free" lets the model draw whenever it writes `<|image_start|>`
+        (what "auto" does when `force_image_after` is given: the caller places the pictures).
+        Sampling arguments are the fields of :class:`hart_vlm.sampling.SamplingConfig` and win
+        over the kind's settings. Returns a `ChatResponse` (a list of them for a batch); with
+        `stream=True`, an iterator of events (`TextDelta`, `ImagePreview`, `ImageDone`, `Done`)
+        that add up to the same answer. Randomness comes only from `generator` (or a new one
+        seeded with `seed`), never from the global RNG. `step_check` ("auto": the kind's, a
+        plan follower for guides; None; or a `hart_vlm.generation.StepCheck`), with
+        `force_image_after`, reads every line that is about to get its image and may have it
         written again (`step_retries` times at most) or end the answer before it.
         """
         from .generation import chat
+        from .stories.replies import REPLY_KINDS, reply_kind, reply_settings
 
+        if reply not in REPLY_KINDS:
+            raise ValueError(f"reply must be one of {REPLY_KINDS}, got {reply!r}")
+        if not isinstance(messages, list) or not messages:
+            raise ValueError("messages must be a non-empty list of messages (or of conversations)")
+        conversations = messages if isinstance(messages[0], list) else [messages]
+        if reply == "auto" and sampling.get("force_image_after") is not None:
+            reply = "free"  # the caller places the pictures
+        if reply == "auto":
+            kinds = sorted({reply_kind(c) for c in conversations})
+            if len(kinds) > 1:
+                raise ValueError(f"reply='auto': the conversations of this batch ask for different kinds of answer "
+                                 f"({', '.join(kinds)}); batch them by kind or pass reply='guide', 'picture', 'text' "
+                                 f"or 'free'")
+            reply = kinds[0]
+        if reply == "guide" and step_check == "auto" and len(conversations) > 1:
+            raise ValueError("step_check='auto' keeps a guide to its own request's plan, one conversation at a time; "
+                             "for a batch of guide requests pass step_check=None (or answer them one by one)")
+        sampling, step_check = reply_settings(reply, conversations[0], step_check, **sampling)
         return chat(self, messages, stream=stream, seed=seed, generator=generator, step_check=step_check, **sampling)
 
     def generate_story(self, prompt: str, **kwargs):

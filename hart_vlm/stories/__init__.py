@@ -6,8 +6,9 @@ generic model and its generation).
 
 The picture after each step's text is forced (`STEP_END_PATTERN` matches the end of a step's
 sentence), so every step gets its picture even from a model that rarely writes `<|image_start|>`
-by itself. By default a `PlanFollower` (hart_vlm.data.assembly) keeps each step to the plan the
-answer opens with and has a step that strays written again.
+by itself; `HartVLM.chat` answers a guide request with the same settings (replies.py). By default
+a `PlanFollower` (hart_vlm.data.assembly) keeps each step to the plan the answer opens with and has
+a step that strays written again.
 """
 
 from __future__ import annotations
@@ -19,15 +20,11 @@ import torch
 from hart_vlm.outputs import Done
 from hart_vlm.sampling import SamplingConfig
 
+from .replies import REPLY_KINDS, STEP_END_PATTERN, STORY_TEXT_TEMPERATURE, guide_settings, reply_kind, reply_settings
 from .story import Step, Story
 
-__all__ = ["STEP_END_PATTERN", "STORY_TEXT_TEMPERATURE", "Step", "Story", "generate_story"]
-
-# A step's text ends at the end of its first line: "Step 3: Attach the door to the left side."
-STEP_END_PATTERN = r"Step \d+:[^\n]*[.!?]\s*$"
-# Story text is greedy unless told otherwise: instructions want the most likely step, not a varied
-# one (docs/experiments/greedy_story_text.md).
-STORY_TEXT_TEMPERATURE = 0.0
+__all__ = ["REPLY_KINDS", "STEP_END_PATTERN", "STORY_TEXT_TEMPERATURE", "Step", "Story", "generate_story",
+           "guide_settings", "reply_kind", "reply_settings"]
 
 
 def generate_story(model, prompt: str, num_steps: int | None = None, seed: int | None = None,
@@ -50,19 +47,11 @@ def generate_story(model, prompt: str, num_steps: int | None = None, seed: int |
         raise ValueError("prompt must be a non-empty string")
     if num_steps is not None and num_steps < 1:
         raise ValueError(f"num_steps must be >= 1 or None, got {num_steps}")
-    sampling.setdefault("force_image_after", STEP_END_PATTERN)
-    sampling.setdefault("temperature", STORY_TEXT_TEMPERATURE)
-    sampling.setdefault("max_images", num_steps)
-    if isinstance(step_check, str):
-        if step_check != "auto":
-            raise ValueError(f"step_check must be 'auto', None or a StepCheck (text_before, line) -> Verdict, "
-                             f"got {step_check!r}")
-        from hart_vlm.data.assembly import PlanFollower
-
-        step_check = PlanFollower.from_prompt(prompt) if sampling["force_image_after"] else None
+    sampling, step_check = guide_settings(prompt, num_steps, step_check, **sampling)
     messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
     response = None
-    for event in model.chat(messages, stream=True, seed=seed, generator=generator, step_check=step_check, **sampling):
+    for event in model.chat(messages, stream=True, seed=seed, generator=generator, reply="free", step_check=step_check,
+                            **sampling):
         if on_event is not None:
             on_event(event)
         if isinstance(event, Done):

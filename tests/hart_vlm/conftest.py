@@ -31,6 +31,14 @@ def build_tiny(text_tokenizer, backbone: str = "llama", attn: str = "sdpa", seed
     return model.eval()
 
 
+@pytest.fixture(scope="session")
+def default_model():
+    """The packaged default model (load_default()), loaded once per test session."""
+    import hart_vlm
+
+    return hart_vlm.load_default()
+
+
 @pytest.fixture
 def tiny_model(text_tokenizer):
     return build_tiny(text_tokenizer)
@@ -53,3 +61,14 @@ def interleaved_conversation(seed: int = 0) -> list[dict]:
             {"type": "image", "image": random_image(seed + 2)},
         ]},
     ]
+
+
+# Debian's Chromium, driven by Playwright (which never downloads a browser of its own here)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def launch_chromium(playwright):
+    """A headless Chromium that fetches nothing it is not told to."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -38,11 +38,6 @@ def test_weights_are_fp16_shards_within_the_size_limits():
         assert fact in card
 
 
-@pytest.fixture(scope="module")
-def default_model():
-    return hart_vlm.load_default()
-
-
 def test_load_default_gives_a_float32_cpu_model_in_eval_mode(default_model):
     assert not default_model.training
     assert {p.dtype for p in default_model.parameters()} == {torch.float32}

@@ -13,6 +13,8 @@ from hart_vlm.sampling import SamplingConfig
 from hart_vlm.outputs import ImageDone, ImagePreview, TextDelta, collect
 from hart_vlm.stories import Story
 
+from .conftest import random_image
+
 QUESTION = [{"role": "user", "content": [{"type": "text", "text": "How do I assemble a stool?"}]}]
 EVERY_FEW_TOKENS = r"[\s\S]{12}"  # forces an image once a text segment holds 12 characters
 
@@ -337,9 +339,9 @@ def test_generate_story_follows_the_plan_of_a_furniture_prompt_by_default(tiny_m
         (lambda m: m.chat(QUESTION, colour="red"), "unknown sampling argument"),
         (lambda m: m.generate_story("", seed=0), "prompt"),
         (lambda m: m.generate_story("How?", num_steps=0), "num_steps"),
-        (lambda m: m.chat(QUESTION, step_check=_Checks("accept")), "step_check needs force_image_after"),
+        (lambda m: m.chat(QUESTION, reply="free", step_check=_Checks("accept")), "step_check needs force_image_after"),
         (lambda m: m.generate_story("How?", step_check="accept"), "step_check must be 'auto', None or a StepCheck"),
-        (lambda m: m.chat(QUESTION, force_image_after="x", step_check="auto"), "step_check must be callable"),
+        (lambda m: m.chat(QUESTION, force_image_after="x", step_check="sometimes"), "step_check must be callable"),
         (lambda m: m.generate_story("How?", max_new_tokens=20, force_image_after=EVERY_FEW_TOKENS,
                                     step_check=_Checks("maybe")), "step_check must return a Verdict"),
         (lambda m: m.generate_story("How?", step_retries=-1), "step_retries"),
@@ -382,3 +384,28 @@ def test_chat_command_line_saves_images_and_prints_their_paths(tmp_path, tiny_mo
     out = capsys.readouterr().out
     saved = sorted((tmp_path / "images").glob("*.png"))
     assert len(saved) == 1 and str(saved[0]) in out
+
+
+def test_chat_command_line_sends_a_picture_with_the_first_message(tmp_path, tiny_model, monkeypatch, capsys):
+    from hart_vlm.cli import main
+
+    tiny_model.save_pretrained(tmp_path / "model")
+    random_image(3).save(tmp_path / "photo.png")
+    seen = []
+    original = type(tiny_model).chat
+
+    def spy(self, messages, **kwargs):
+        seen.append([[part["type"] for part in m["content"]] for m in messages if m["role"] == "user"])
+        return original(self, messages, **kwargs)
+
+    monkeypatch.setattr(type(tiny_model), "chat", spy)
+    lines = iter(["What is shown in this image?", "And now?", ""])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(lines))
+    assert main(["chat", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "images"),
+                 "--image", str(tmp_path / "photo.png"), "--max-new-tokens", "8"]) == 0
+    assert seen == [[["image", "text"]], [["image", "text"], ["text"]]]
+    assert not list((tmp_path / "images").glob("*.png"))  # questions about a picture are answered in text
+    (tmp_path / "bad.png").write_text("not a picture")
+    with pytest.raises(SystemExit):
+        main(["chat", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "bad.png")])
+    assert "--image" in capsys.readouterr().err

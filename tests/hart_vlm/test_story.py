@@ -13,7 +13,7 @@ from hart_vlm.outputs import Done, ImageDone, ImagePreview, TextDelta, collect
 from hart_vlm.outputs import ChatResponse
 from hart_vlm.stories import Step, Story
 
-CHROMIUM = "/usr/bin/chromium"
+from .conftest import CHROMIUM, launch_chromium
 
 
 def _image(seed: int, size: int = 128) -> Image.Image:
@@ -274,9 +274,7 @@ def test_index_html_in_a_real_browser(tmp_path):
     page_path = story.save(tmp_path / "s") / "index.html"
     requests: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={"width": 900, "height": 900})
             page.on("request", lambda request: requests.append(request.url))

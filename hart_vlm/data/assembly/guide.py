@@ -324,12 +324,14 @@ def generate_caption_example(index: int, split: str = "train", seed: int = 0, re
 
 def caption_messages(cap: CaptionPlan, resolution: int = 128) -> dict:
     """{"messages": [...]} of a caption or question example, its picture rendered: a request
-    answered by the picture ("draw"), or the picture and a question answered in text."""
+    answered by one sentence and the picture ("draw"), or the picture and a question answered in text."""
     image = render_caption(cap, resolution)
     text = [{"type": "text", "text": cap.user_text}]
     if cap.task == "draw":
+        lead = phrasing.draw_lead(cap.guide.description, cap.guide.view)
         return {"messages": [{"role": "user", "content": text},
-                             {"role": "assistant", "content": [{"type": "image", "image": image}]}]}
+                             {"role": "assistant", "content": [{"type": "text", "text": lead},
+                                                               {"type": "image", "image": image}]}]}
     return {"messages": [{"role": "user", "content": [{"type": "image", "image": image}, *text]},
                          {"role": "assistant", "content": [{"type": "text", "text": cap.assistant_text}]}]}
 

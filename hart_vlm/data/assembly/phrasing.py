@@ -360,6 +360,12 @@ def draw_request(furniture: Furniture, desc: str, view: str, present: list[str],
     return _pick(rng, DRAW_PARTIAL).format(present=_the_parts(furniture, present, rng), be=be, **fields)
 
 
+def draw_lead(desc: str, view: str) -> str:
+    """The sentence a drawing answer opens with, before its picture (no random draw, so the rest of
+    the data stays as it was)."""
+    return f"Here is {_article(desc)}, seen from the {VIEW_WORDS[view]}."
+
+
 def description(furniture: Furniture, desc: str, view: str, present: list[str], rng: np.random.Generator) -> str:
     """A description of a picture of the furniture with exactly `present` assembled."""
     a_desc = _article(desc)

@@ -169,7 +169,10 @@ def test_caption_examples():
         tasks.add((tuple(i["type"] for i in user["content"]), tuple(i["type"] for i in assistant["content"])))
         images = [i["image"] for m in example["messages"] for i in m["content"] if i["type"] == "image"]
         assert len(images) == 1 and isinstance(images[0], Image.Image)
-    assert tasks == {(("text",), ("image",)), (("image", "text"), ("text",))}
+        if assistant["content"][-1]["type"] == "image":  # a drawing opens with one sentence, then the picture
+            lead = assistant["content"][0]["text"]
+            assert lead.startswith("Here is ") and lead.endswith(".") and "\n" not in lead
+    assert tasks == {(("text",), ("text", "image")), (("image", "text"), ("text",))}
 
 
 def test_corpus_texts_is_deterministic_and_covers_all_texts():
