@@ -28,6 +28,7 @@ from hart.tokenizer import HybridEncoding, HybridTokenizer
 
 from .bridge import ImageBridge
 from .configuration_hart_vlm import HartVLMConfig
+from .sampling import SamplingConfig, read_generation_config
 
 IGNORE_INDEX = -100
 
@@ -93,6 +94,8 @@ class HartVLM(HartVLMPreTrainedModel):
         self.vocab = config.vocabulary
         self.processor = None  # a HartVLMProcessor, attached by from_pretrained / load_default
         self.post_init()
+        # the sampling defaults of chat / generate_story (hart_vlm.sampling), saved as generation_config.json
+        self.generation_config = SamplingConfig().to_generation_config()
 
     # -- Hugging Face plumbing ----------------------------------------------------------------
     def get_input_embeddings(self) -> nn.Module:
@@ -337,7 +340,8 @@ class HartVLM(HartVLMPreTrainedModel):
 
     # -- entry points of the generation and story layers -------------------------------------
     def chat(self, messages, stream: bool = False, seed: int | None = None,
-             generator: torch.Generator | None = None, reply: str = "auto", step_check="auto", **sampling):
+             generator: torch.Generator | None = None, reply: str = "auto", step_check="auto",
+             generation_config=None, streamer=None, **sampling):
         """Answers a conversation (or a batch of them) with interleaved text and images
         (hart_vlm.generation).
 
@@ -348,8 +352,11 @@ class HartVLM(HartVLMPreTrainedModel):
         picture; anything else, and a question about a picture, text only. "guide", "picture" and
         "text" choose the kind; "free" lets the model draw whenever it writes `<|image_start|>`
         (what "auto" does when `force_image_after` is given: the caller places the pictures).
-        Sampling arguments are the fields of :class:`hart_vlm.sampling.SamplingConfig` and win
-        over the kind's settings. Returns a `ChatResponse` (a list of them for a batch); with
+        Sampling arguments are the fields of :class:`hart_vlm.sampling.SamplingConfig`; with
+        `generation_config` (a `transformers.GenerationConfig`) what it sets, and keyword
+        arguments over that; both win over the kind's settings, and all over the model's own
+        defaults (`model.generation_config`, saved with it). `streamer`: transformers' streamer
+        protocol (`put`/`end`, e.g. `TextStreamer(processor.tokenizer, skip_prompt=True)`). Returns a `ChatResponse` (a list of them for a batch); with
         `stream=True`, an iterator of events (`TextDelta`, `ImagePreview`, `ImageDone`, `Done`)
         that add up to the same answer. Randomness comes only from `generator` (or a new one
         seeded with `seed`), never from the global RNG. `step_check` ("auto": the kind's, a
@@ -358,7 +365,11 @@ class HartVLM(HartVLMPreTrainedModel):
         written again (`step_retries` times at most) or end the answer before it.
         """
         from .generation import chat
+        from .sampling import generation_settings
         from .stories.replies import REPLY_KINDS, reply_kind, reply_settings
+
+        if generation_config is not None:
+            sampling = {**generation_settings(generation_config), **sampling}
 
         if reply not in REPLY_KINDS:
             raise ValueError(f"reply must be one of {REPLY_KINDS}, got {reply!r}")
@@ -378,7 +389,8 @@ class HartVLM(HartVLMPreTrainedModel):
             raise ValueError("step_check='auto' keeps a guide to its own request's plan, one conversation at a time; "
                              "for a batch of guide requests pass step_check=None (or answer them one by one)")
         sampling, step_check = reply_settings(reply, conversations[0], step_check, **sampling)
-        return chat(self, messages, stream=stream, seed=seed, generator=generator, step_check=step_check, **sampling)
+        return chat(self, messages, stream=stream, seed=seed, generator=generator, step_check=step_check,
+                    streamer=streamer, **sampling)
 
     def generate_story(self, prompt: str, **kwargs):
         """A step-by-step answer with one picture per step -> `Story`; the arguments of
@@ -390,6 +402,9 @@ class HartVLM(HartVLMPreTrainedModel):
     # -- saving and loading (the processor travels with the weights) --------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
         super().save_pretrained(save_directory, *args, **kwargs)
+        if self.generation_config is not None:
+            SamplingConfig.from_generation_config(self.generation_config).save_generation_config(
+                save_directory)
         if self.processor is not None:
             self.processor.save_pretrained(save_directory)
 
@@ -411,6 +426,7 @@ class HartVLM(HartVLMPreTrainedModel):
 
             check_same_vocabulary(HartVLMConfig.from_pretrained(path), kwargs["config"], path)
         model = super().from_pretrained(path, *args, **kwargs)
+        model.generation_config = read_generation_config(path) or model.generation_config
         if os.path.isfile(os.path.join(path, PROCESSOR_CONFIG)):
             model.processor = HartVLMProcessor.from_pretrained(path)
         return model

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import torch
 from PIL import Image
-from transformers import AutoTokenizer, BatchFeature
+from transformers import AutoTokenizer, BatchFeature, ProcessorMixin
 
 from hart.images import load_image, pil_to_tensor, resize_center_crop
 
@@ -27,9 +27,10 @@ PROCESSOR_CONFIG = "hart_vlm_processor.json"
 ROLES = ("system", "user", "assistant")
 
 
-class HartVLMProcessor:
+class HartVLMProcessor(ProcessorMixin):
     """Turns conversations (DESIGN.md §7 format) into `input_ids`, `attention_mask`, `labels` and
-    `pixel_values`, with labels only on assistant turns.
+    `pixel_values`, with labels only on assistant turns. A transformers `ProcessorMixin` whose one
+    sub-processor is the text tokenizer (the HART tokenizer's weights live in the model).
 
     Args:
         tokenizer: a transformers tokenizer holding the special tokens of
@@ -46,7 +47,7 @@ class HartVLMProcessor:
             image_context_block = config.image_context_block
         if image_size is None or v_patch_nums is None or image_context_block is None:
             raise ValueError("give either config or all of image_size, v_patch_nums and image_context_block")
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer)  # checks that it is a transformers tokenizer
         self.image_size = int(image_size)
         self.layout = ImageLayout(tuple(int(p) for p in v_patch_nums), bool(image_context_block))
         ids = {}
@@ -62,12 +63,38 @@ class HartVLMProcessor:
         self.image_id = ids[st.IMAGE_PLACEHOLDER]
         self.pad_id = tokenizer.pad_token_id
 
-    # -- messages -> text ---------------------------------------------------------------------
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
-        """Renders one conversation to text; each image item is one `<|image|>` token."""
-        return self.tokenizer.apply_chat_template(
-            _flatten_messages(messages), tokenize=False, add_generation_prompt=add_generation_prompt
-        )
+    # -- messages -> text or model inputs -------------------------------------------------------
+    def apply_chat_template(self, conversation: list[dict] | list[list[dict]], add_generation_prompt: bool = False,
+                            tokenize: bool = False, return_dict: bool = False, return_tensors: str | None = None,
+                            padding_side: str = "left", **kwargs):
+        """transformers' `apply_chat_template` for conversations with images.
+
+        tokenize=False: the rendered text of one conversation (a list of them for a batch), each
+        image item one `<|image|>` token. tokenize=True: the model inputs with every image laid
+        out (its codes' positions); with return_dict, a `BatchFeature` (input_ids,
+        attention_mask, labels, pixel_values) ready for `model(**inputs)`, padded on
+        `padding_side` ("left", as generation wants); else the input ids. Tensors only ("pt" or
+        None). Other keyword arguments of transformers' version are not supported."""
+        if kwargs:
+            raise TypeError(f"apply_chat_template got unsupported arguments {sorted(kwargs)}; accepted: "
+                            "add_generation_prompt, tokenize, return_dict, return_tensors, padding_side")
+        if return_tensors not in (None, "pt"):
+            raise ValueError(f"return_tensors must be 'pt' or None, got {return_tensors!r}")
+        batched = isinstance(conversation, list) and bool(conversation) and isinstance(conversation[0], list)
+        conversations = conversation if batched else [conversation]
+        if not tokenize:
+            texts = [self.tokenizer.apply_chat_template(_flatten_messages(c), tokenize=False,
+                                                        add_generation_prompt=add_generation_prompt)
+                     for c in conversations]
+            return texts if batched else texts[0]
+        inputs = self(conversations, add_generation_prompt=add_generation_prompt, padding_side=padding_side)
+        if return_dict:
+            return inputs
+        ids = inputs["input_ids"]
+        if return_tensors == "pt":
+            return ids
+        rows = [row[mask.bool()].tolist() for row, mask in zip(ids, inputs["attention_mask"])]
+        return rows if batched else rows[0]
 
     def load_image(self, image: Any, base_dir: str | os.PathLike | None = None) -> torch.Tensor:
         """A PIL image or an image file path (relative paths against `base_dir`) -> (3, S, S) in

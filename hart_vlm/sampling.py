@@ -87,6 +87,40 @@ class SamplingConfig:
         values.update(kwargs)
         return cls(**values)
 
+    # -- as transformers' GenerationConfig, saved with a model as generation_config.json ---------
+    def to_generation_config(self):
+        """A `transformers.GenerationConfig`: the text settings under its own names (temperature 0 is
+        `do_sample=False`), the image and control settings beside them as extra fields."""
+        from transformers import GenerationConfig
+
+        values = asdict(self)
+        temperature = values.pop("temperature")
+        values["image_top_k"] = list(values["image_top_k"])
+        if temperature > 0:
+            values["temperature"] = temperature
+        else:  # transformers calls top-k/top-p without sampling invalid; only line retries sample then
+            for name in ("top_k", "top_p"):
+                if values[name] == getattr(SamplingConfig, name):
+                    del values[name]
+        return GenerationConfig(do_sample=temperature > 0, **values)
+
+    def save_generation_config(self, folder) -> None:
+        """Writes `generation_config.json` into `folder` (atomically; transformers' own writer refuses
+        top-k/top-p for line retries of a greedy text)."""
+        import json
+        from pathlib import Path
+
+        from hart_vlm.outputs import atomic_write
+
+        data = self.to_generation_config().to_diff_dict()
+        atomic_write(Path(folder) / GENERATION_CONFIG, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+    @classmethod
+    def from_generation_config(cls, config, base: "SamplingConfig | None" = None, **kwargs) -> "SamplingConfig":
+        """`base` (default: the defaults) with the settings `config` gives (`generation_settings`),
+        then `kwargs`."""
+        return cls.from_kwargs(cls.from_kwargs(base, **generation_settings(config)), **kwargs)
+
     @property
     def head_cfg(self) -> float:
         return self.cfg if self.diffusion_cfg is None else self.diffusion_cfg
@@ -97,6 +131,65 @@ class SamplingConfig:
     def scale_guidance(self, scale_index: int, num_scales: int) -> float:
         """HART's linearly growing guidance: t = cfg * k / (K - 1)."""
         return self.cfg * scale_index / max(num_scales - 1, 1)
+
+
+GENERATION_CONFIG = "generation_config.json"
+
+
+def generation_settings(config) -> dict:
+    """The sampling settings a `transformers.GenerationConfig` sets, as `SamplingConfig` keyword
+    arguments: only what it sets, so `GenerationConfig(max_new_tokens=64)` changes the length and
+    nothing else. Greedy unless `do_sample`, as in transformers. A field neither class knows is an
+    error."""
+    from transformers import GenerationConfig
+
+    if not isinstance(config, GenerationConfig):
+        raise TypeError(f"generation_config must be a transformers.GenerationConfig, got {type(config).__name__}")
+    return _settings(config.to_diff_dict())
+
+
+def _settings(given: dict) -> dict:
+    """SamplingConfig keyword arguments from the fields of a generation config (a dict)."""
+    from transformers import GenerationConfig
+
+    known, hf_fields = set(SamplingConfig.__dataclass_fields__), set(GenerationConfig().to_dict())
+    values = {}
+    for key, value in given.items():
+        if key in known:
+            values[key] = value
+        elif key not in hf_fields and key != "transformers_version":
+            raise TypeError(f"generation_config has the field {key!r}, which is not a sampling setting; "
+                            f"accepted: {sorted(known)} and transformers' own")
+    if "do_sample" in given or "temperature" in values:  # transformers: greedy unless do_sample
+        values["temperature"] = float(given.get("temperature") or 1.0) if given.get("do_sample") else 0.0
+    return values
+
+
+def model_sampling(model, **kwargs) -> SamplingConfig:
+    """The settings a call runs with: the model's saved defaults (`model.generation_config`, a
+    `GenerationConfig`; the class defaults without one) with the call's keyword arguments."""
+    own = getattr(model, "generation_config", None)
+    base = SamplingConfig.from_generation_config(own) if own is not None else None
+    return SamplingConfig.from_kwargs(base, **kwargs)
+
+
+def read_generation_config(folder):
+    """The sampling defaults saved in `folder` as a complete `GenerationConfig` (the class defaults
+    for what the file leaves out); None when the folder holds no generation_config.json."""
+    import json
+    import os
+
+    path = os.path.join(folder, GENERATION_CONFIG)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON object is expected, got {type(data).__name__}")
+        return SamplingConfig.from_kwargs(**_settings(data)).to_generation_config()
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"{path}: not a valid generation config of hart-vlm sampling settings ({error})") from None
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from hart_vlm.outputs import ChatResponse, Done
-from hart_vlm.sampling import SamplingConfig
+from hart_vlm.sampling import model_sampling
 
 from .lines import StepCheck, Verdict
 from .loop import InterleavedGenerator
@@ -24,16 +24,22 @@ __all__ = ["DecodeState", "InterleavedGenerator", "PictureDrawer", "StepCheck", 
 
 
 def chat(model, messages, stream: bool = False, seed: int | None = None, generator: torch.Generator | None = None,
-         step_check: StepCheck | None = None, drawer: type[PictureDrawer] = PictureDrawer, **sampling):
+         step_check: StepCheck | None = None, drawer: type[PictureDrawer] = PictureDrawer, streamer=None, **sampling):
     """Answers a conversation (or a batch of them) with interleaved text and images; see
-    `HartVLM.chat`. `drawer`: the class that draws the pictures (evals/speed.py compares another)."""
+    `HartVLM.chat`. `drawer`: the class that draws the pictures (evals/speed.py compares another).
+    `streamer`: an object with transformers' streamer methods (`put(ids)`, `end()`, e.g.
+    `transformers.TextStreamer`), given the prompt and then the answer's text ids as they become
+    final; one conversation only."""
     if model.processor is None:
         raise ValueError("the model has no processor; load it with from_pretrained, load_default or from_components")
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list of messages (or of conversations)")
     batched = isinstance(messages[0], list)
     conversations = messages if batched else [messages]
-    config = SamplingConfig.from_kwargs(**sampling)
+    if streamer is not None and batched and len(conversations) > 1:
+        raise ValueError("streamer= follows one conversation, as in transformers; got a batch of "
+                         f"{len(conversations)}: stream=True gives every row's events")
+    config = model_sampling(model, **sampling)
     if config.preview_every is None:
         config.preview_every = 2 if stream else 0
     device = model.device
@@ -41,7 +47,7 @@ def chat(model, messages, stream: bool = False, seed: int | None = None, generat
         generator = torch.Generator(device=device)
         generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
     inputs = model.processor(conversations, add_generation_prompt=True, padding_side="left").to(device)
-    runner = InterleavedGenerator(model, config, generator, step_check=step_check, drawer=drawer)
+    runner = InterleavedGenerator(model, config, generator, step_check=step_check, drawer=drawer, streamer=streamer)
     events = runner.run(inputs["input_ids"], inputs["attention_mask"], inputs.get("pixel_values"))
     if stream:
         return events

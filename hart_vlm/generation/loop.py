@@ -26,7 +26,7 @@ from .state import DecodeState
 
 class InterleavedGenerator:
     def __init__(self, model, sampling: SamplingConfig, generator: torch.Generator | None = None,
-                 step_check: StepCheck | None = None, drawer: type[PictureDrawer] = PictureDrawer):
+                 step_check: StepCheck | None = None, drawer: type[PictureDrawer] = PictureDrawer, streamer=None):
         if model.processor is None:
             raise ValueError("the model has no processor attached; load it with from_pretrained/load_default/from_components")
         self.model, self.s, self.generator = model, sampling, generator
@@ -44,6 +44,7 @@ class InterleavedGenerator:
                              "(generate_story sets it)")
         self.step_check = step_check
         self.drawer_class = drawer
+        self.streamer = streamer  # transformers' streamer protocol: put(ids) as text is final, end()
         self._newline: dict[int, bool] = {}
 
     def ends_line(self, token: int) -> bool:
@@ -67,6 +68,8 @@ class InterleavedGenerator:
                                   self.ends_line)
 
         records, done = state.records, state.done
+        if self.streamer is not None:
+            self.streamer.put(input_ids.cpu())  # the prompt first, as transformers' generate does (skip_prompt)
         if retries:
             for b in range(B):
                 retries.start_line(b, hidden[b, -1])
@@ -100,6 +103,7 @@ class InterleavedGenerator:
                     text = self.tokenizer.decode(shown, skip_special_tokens=True)
                     if not text.endswith("\ufffd") and len(text) > len(record.emitted):
                         delta, record.emitted = text[len(record.emitted):], text
+                        self._to_streamer(b, shown)
                         yield TextDelta(delta, row=b)
             active = ~done & ~skip
             token = torch.where(active, token, torch.full_like(token, self.vocab.pad_id))
@@ -132,6 +136,15 @@ class InterleavedGenerator:
         for b in range(B):
             yield from self._flush_text(b)
             yield Done(ChatResponse(parts=records[b].parts), row=b)
+        if self.streamer is not None:
+            self.streamer.end()
+
+    def _to_streamer(self, b: int, ids: list[int]) -> None:
+        """Gives the streamer the ids of row b's text that are final and it has not had yet."""
+        record = self.state.records[b]
+        if self.streamer is not None and len(ids) > record.streamed:
+            self.streamer.put(torch.tensor([ids[record.streamed:]]))
+            record.streamed = len(ids)
 
     def _flush_text(self, b: int) -> Iterator[TextDelta]:
         """Closes row b's text segment: streams what was held back (an incomplete character) so
@@ -144,8 +157,9 @@ class InterleavedGenerator:
             yield TextDelta(text[len(record.emitted):], row=b)
         if text:
             record.parts.append(text)
+        self._to_streamer(b, record.segment)
         record.segment.clear()
-        record.emitted = ""
+        record.emitted, record.streamed = "", 0
 
     def next_text_token(self, hidden_BD: torch.Tensor, retrying: list[bool]) -> torch.Tensor:
         """(B,) the next token of every row: sampled over the text vocabulary (a line being written

@@ -31,6 +31,7 @@ class RowRecord:
     history: list[int] = field(default_factory=list)  # every text id it wrote (the repetition penalty reads it)
     segment: list[int] = field(default_factory=list)  # its text ids since its last picture
     emitted: str = ""  # the decoded text of `segment` already streamed
+    streamed: int = 0  # how many ids of `segment` a transformers-style streamer has been given
     parts: list = field(default_factory=list)  # its answer: text and pictures in order
     images: int = 0  # pictures drawn
 

@@ -18,7 +18,7 @@ from dataclasses import asdict
 import torch
 
 from hart_vlm.outputs import Done
-from hart_vlm.sampling import SamplingConfig
+from hart_vlm.sampling import generation_settings, model_sampling
 
 from .replies import REPLY_KINDS, STEP_END_PATTERN, STORY_TEXT_TEMPERATURE, guide_settings, reply_kind, reply_settings
 from .story import Step, Story
@@ -28,7 +28,8 @@ __all__ = ["REPLY_KINDS", "STEP_END_PATTERN", "STORY_TEXT_TEMPERATURE", "Step", 
 
 
 def generate_story(model, prompt: str, num_steps: int | None = None, seed: int | None = None,
-                   generator: torch.Generator | None = None, on_event=None, step_check="auto", **sampling) -> Story:
+                   generator: torch.Generator | None = None, on_event=None, step_check="auto",
+                   generation_config=None, streamer=None, **sampling) -> Story:
     """A step-by-step answer to `prompt` with one picture per step.
 
     num_steps: stop after that many steps (None: when the model ends its answer).
@@ -40,23 +41,27 @@ def generate_story(model, prompt: str, num_steps: int | None = None, seed: int |
         parts of a piece the prompt allows, each step is kept to the next item of that plan, and
         the answer ends when the plan is done), None (every step as first sampled) or any
         `hart_vlm.generation.StepCheck`.
-    sampling: fields of `SamplingConfig`. The saved story's metadata records every setting in
-    effect, defaults included, so that it says how it was made after a default changes.
+    sampling: fields of `SamplingConfig` (over what `generation_config`, a transformers
+    `GenerationConfig`, sets; both over the model's own defaults). The saved story's metadata
+    records every setting in effect, defaults included, so that it says how it was made after a
+    default changes. streamer: as in `HartVLM.chat`.
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt must be a non-empty string")
     if num_steps is not None and num_steps < 1:
         raise ValueError(f"num_steps must be >= 1 or None, got {num_steps}")
+    if generation_config is not None:
+        sampling = {**generation_settings(generation_config), **sampling}
     sampling, step_check = guide_settings(prompt, num_steps, step_check, **sampling)
     messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
     response = None
     for event in model.chat(messages, stream=True, seed=seed, generator=generator, reply="free", step_check=step_check,
-                            **sampling):
+                            streamer=streamer, **sampling):
         if on_event is not None:
             on_event(event)
         if isinstance(event, Done):
             response = event.response
-    settings = asdict(SamplingConfig.from_kwargs(**sampling))
+    settings = asdict(model_sampling(model, **sampling))
     metadata = {"seed": seed, **settings, "step_check": None if step_check is None else repr(step_check)}
     if sampling["force_image_after"] == STEP_END_PATTERN:  # each picture closes the step before it
         return Story.from_pictured_steps(prompt, response.parts, metadata=metadata)
