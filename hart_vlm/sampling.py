@@ -49,6 +49,7 @@ class SamplingConfig:
     retry_temperature: float = 1.0
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         for name in ("temperature", "image_temperature", "diffusion_temperature", "retry_temperature"):
@@ -76,6 +77,46 @@ class SamplingConfig:
         if len(tuple(self.image_top_k)) != 2 or min(self.image_top_k) < 0:
             raise ValueError(f"image_top_k must be two non-negative ints (early, late), got {self.image_top_k}")
         self.image_top_k = tuple(int(k) for k in self.image_top_k)
+
+    _INTS = ("max_new_tokens", "top_k", "image_top_k_switch", "diffusion_steps", "step_retries")
+    _OPTIONAL_INTS = ("max_images", "preview_every")
+    _FLOATS = ("temperature", "top_p", "repetition_penalty", "cfg", "image_temperature", "image_top_p",
+               "diffusion_temperature", "retry_temperature")
+
+    def _check_types(self) -> None:
+        """Types and finiteness, before any range check: a string, NaN or infinity would pass a
+        `< 0` test and fail deep in torch, or switch guidance off without a word."""
+        import math
+        import re
+
+        def is_int(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        for name in self._INTS + self._OPTIONAL_INTS:
+            value = getattr(self, name)
+            if not (is_int(value) or (value is None and name in self._OPTIONAL_INTS)):
+                raise TypeError(f"{name} must be an int{' or None' if name in self._OPTIONAL_INTS else ''}, "
+                                f"got {value!r}")
+        for name in self._FLOATS + ("diffusion_cfg",):
+            value = getattr(self, name)
+            if value is None and name == "diffusion_cfg":
+                continue
+            if not (is_int(value) or isinstance(value, float)) or not math.isfinite(value):
+                raise TypeError(f"{name} must be a finite number, got {value!r}")
+            setattr(self, name, float(value))
+        if not isinstance(self.use_residual, bool):
+            raise TypeError(f"use_residual must be True or False, got {self.use_residual!r}")
+        top_k = self.image_top_k
+        if not isinstance(top_k, (tuple, list)) or len(top_k) != 2 or not all(is_int(k) for k in top_k):
+            raise TypeError(f"image_top_k must be two ints (early scales, the rest), got {top_k!r}")
+        if self.force_image_after is not None:
+            if not isinstance(self.force_image_after, str):
+                raise TypeError(f"force_image_after must be a regular expression string or None, "
+                                f"got {self.force_image_after!r}")
+            try:
+                re.compile(self.force_image_after)
+            except re.error as error:
+                raise ValueError(f"force_image_after is not a valid regular expression: {error}") from None
 
     @classmethod
     def from_kwargs(cls, base: "SamplingConfig | None" = None, **kwargs) -> "SamplingConfig":

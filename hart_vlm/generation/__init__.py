@@ -34,6 +34,8 @@ def chat(model, messages, stream: bool = False, seed: int | None = None, generat
         raise ValueError("the model has no processor; load it with from_pretrained, load_default or from_components")
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list of messages (or of conversations)")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**64):
+        raise ValueError(f"seed must be an int in [0, 2**64) or None, got {seed!r}")
     batched = isinstance(messages[0], list)
     conversations = messages if batched else [messages]
     if streamer is not None and batched and len(conversations) > 1:

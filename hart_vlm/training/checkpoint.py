@@ -1,8 +1,10 @@
 """Atomic checkpoints and exact resume with accelerate.
 
-A checkpoint is `accelerator.save_state` (model, optimizers, registered objects such as the LR
-schedule and the :class:`TrainingProgress` counters, and every process's RNG states) plus the
-resolved config, in `output_dir/checkpoints/step_<8-digit step>/`. It is written into a hidden temporary
+A checkpoint is `accelerator.save_state` (model, optimizers and every process's RNG states, which
+accelerate reads back with `torch.load(weights_only=True)`), the :class:`TrainingProgress` counters
+and the LR schedule's state as JSON (`training_state.json`: accelerate would pickle registered
+objects and unpickle them with `weights_only=False`, so a crafted checkpoint could run code), and
+the resolved config, in `output_dir/checkpoints/step_<8-digit step>/`. It is written into a hidden temporary
 folder beside it and renamed into place only once complete, so a crash mid-save never leaves a
 half-written checkpoint where `latest()` would find it; only the newest `keep` are kept.
 
@@ -13,6 +15,7 @@ Resuming is `load_state` then skipping the micro-batches already consumed
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,6 +29,7 @@ from .config import config_differences, config_to_dict, save_config
 
 CHECKPOINTS_DIR = "checkpoints"
 CONFIG_FILE = "config.yaml"
+STATE_FILE = "training_state.json"
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 # Fields that may change between a run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = ("output_dir", "max_steps", "resume", "resume_from", "log_every", "eval_every", "eval_batches",
@@ -52,14 +56,16 @@ class Checkpointer:
     registering any other object for checkpointing, on every process; call `save`/`restore` on
     every process too (accelerate writes one RNG file per process)."""
 
-    def __init__(self, accelerator: Accelerator, output_dir: str | os.PathLike, progress: TrainingProgress, keep: int = 2):
+    def __init__(self, accelerator: Accelerator, output_dir: str | os.PathLike, progress: TrainingProgress, keep: int = 2,
+                 scheduler=None):
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.accelerator = accelerator
         self.root = Path(output_dir) / CHECKPOINTS_DIR
         self.progress = progress
         self.keep = keep
-        accelerator.register_for_checkpointing(progress)
+        # saved as JSON beside accelerate's state, never registered with it (it would pickle them)
+        self.states = {"progress": progress, **({"schedule": scheduler} if scheduler is not None else {})}
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoints, oldest first."""
@@ -85,6 +91,8 @@ class Checkpointer:
         acc.save_state(str(tmp))
         acc.wait_for_everyone()
         if acc.is_main_process:
+            states = {name: obj.state_dict() for name, obj in self.states.items()}
+            (tmp / STATE_FILE).write_text(json.dumps(states, indent=2, sort_keys=True) + "\n")
             save_config(config, tmp / CONFIG_FILE)
             if final.exists():  # the same step again, e.g. a resumed run that had nothing left to do
                 old = self.root / f".old-{name}"
@@ -103,7 +111,32 @@ class Checkpointer:
         path = Path(path)
         if not (path / CONFIG_FILE).is_file():
             raise ValueError(f"{str(path)!r} is not a complete checkpoint (it has no {CONFIG_FILE})")
-        self.accelerator.load_state(str(path))
+        state_file = path / STATE_FILE
+        if not state_file.is_file():
+            raise ValueError(f"{str(path)!r} has no {STATE_FILE}: it was written by an older hart-vlm that pickled the "
+                             "training progress, which is never loaded (pickle can run code); start the run again")
+        try:
+            states = json.loads(state_file.read_text())
+            missing = sorted(set(self.states) - set(states))
+            if missing:
+                raise ValueError(f"it lacks {missing}")
+        except ValueError as error:
+            raise ValueError(f"{state_file}: not a valid training state ({error})") from None
+        from accelerate.utils import load as load_tensors  # torch.load(weights_only=True), numpy arrays allowed
+
+        for rng_file in sorted(path.glob("random_states_*.pkl")):  # accelerate skips an unreadable one silently
+            try:
+                load_tensors(rng_file)
+            except Exception as error:
+                raise ValueError(f"{rng_file}: not a random-state file of plain tensors ({type(error).__name__}); "
+                                 "files are read as tensors only") from None
+        try:
+            self.accelerator.load_state(str(path))
+        except Exception as error:  # e.g. an optimizer file that is not plain tensors
+            raise ValueError(f"{str(path)!r}: accelerate could not load its state ({type(error).__name__}: "
+                             f"{str(error).splitlines()[0] if str(error) else ''}); files are read as tensors only") from None
+        for name, obj in self.states.items():  # after the optimizer, so that the schedule's learning rate wins
+            obj.load_state_dict(states[name])
         return yaml.safe_load((path / CONFIG_FILE).read_text()) or {}
 
     def resume(self, cfg: Any) -> Path | None:

@@ -82,11 +82,10 @@ def train_loop(
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     if eval_loader is not None:
         eval_loader = accelerator.prepare(eval_loader)
-    accelerator.register_for_checkpointing(scheduler)
 
     # 2. resume if asked: restore the state and skip the micro-batches already consumed
     progress = TrainingProgress()
-    checkpointer = Checkpointer(accelerator, out, progress, cfg.keep_checkpoints)
+    checkpointer = Checkpointer(accelerator, out, progress, cfg.keep_checkpoints, scheduler=scheduler)
     checkpointer.resume(cfg)
     logger.log({"step": progress.step, "split": "data", **data_info, "processes": accelerator.num_processes})
     batches = iter(accelerator.skip_first_batches(train_loader, progress.batches_consumed)

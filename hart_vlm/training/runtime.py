@@ -130,7 +130,7 @@ class ConfiguredLR(torch.optim.lr_scheduler.LambdaLR):
     def load_state_dict(self, state_dict: dict) -> None:
         self.last_epoch = int(state_dict["last_epoch"])
         self._step_count = int(state_dict["_step_count"])
-        # restored after the optimizer (accelerate loads registered objects last), so this wins
+        # restored after the optimizer (Checkpointer.restore loads it last), so this wins
         for group, base_lr, schedule in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
             group["lr"] = base_lr * schedule(self.last_epoch)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]

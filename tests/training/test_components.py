@@ -3,6 +3,9 @@ gradient routing, the image datasets and the checkpoint folder rules."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from accelerate import Accelerator
@@ -102,3 +105,51 @@ def test_checkpoints_are_found_only_when_complete_and_pruned_to_keep(tmp_path):
     progress.step = 0
     checkpointer.restore(checkpointer.checkpoints()[0])
     assert progress.state_dict() == {"step": 2, "batches_consumed": 4} and model.weight.abs().sum() > 0
+
+
+class _Payload:
+    """Unpickling this runs code: it writes a file. A checkpoint must never run it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path(self.marker).write_text, ("the checkpoint ran code",))
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the planted files, read as tensors and refused
+def test_no_file_of_a_checkpoint_is_unpickled_so_a_planted_payload_does_not_run(tmp_path):
+    import pickle
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    accelerator = Accelerator(cpu=True)
+    model = accelerator.prepare(torch.nn.Linear(2, 2))
+    optimizer = accelerator.prepare(torch.optim.AdamW(model.parameters(), lr=0.1))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    progress = TrainingProgress()
+    checkpointer = Checkpointer(accelerator, tmp_path / "run", progress, keep=2, scheduler=scheduler)
+    progress.step, progress.batches_consumed = 7, 9
+    saved = checkpointer.save(TrainingConfig())
+    assert json.loads((saved / "training_state.json").read_text())["progress"] == {"step": 7, "batches_consumed": 9}
+    assert not list(saved.glob("custom_checkpoint_*"))  # nothing of ours is pickled
+    marker = tmp_path / "ran.txt"
+    # a payload beside the state, and in every pickle-format file accelerate wrote
+    (saved / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(ValueError, match="could not load"):
+        checkpointer.restore(saved)
+    assert not marker.exists()
+    (saved / "custom_checkpoint_0.pkl").unlink()
+    progress.step = 0
+    checkpointer.restore(saved)
+    assert progress.step == 7
+    for file in [p for p in saved.iterdir() if p.suffix in (".pkl", ".bin")]:
+        original = file.read_bytes()
+        file.write_bytes(pickle.dumps({"state": _Payload(marker)}))
+        with pytest.raises(ValueError, match="tensors only"):
+            checkpointer.restore(saved)
+        assert not marker.exists(), file.name
+        file.write_bytes(original)
+    (saved / "training_state.json").unlink()
+    with pytest.raises(ValueError, match="training_state.json.*never loaded"):
+        checkpointer.restore(saved)
