@@ -425,11 +425,20 @@ class HartVLM(HartVLMPreTrainedModel):
             from .building import check_same_vocabulary
 
             check_same_vocabulary(HartVLMConfig.from_pretrained(path), kwargs["config"], path)
-        model = super().from_pretrained(path, *args, **kwargs)
+        _check_weight_files(path)
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(path, *args, output_loading_info=True, **kwargs)
+        problems = {name: sorted(str(k) for k in info.get(name) or ()) for name in
+                    ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
+        if any(problems.values()):  # transformers would fill the gaps with random weights and only log them
+            found = "; ".join(f"{name.replace('_', ' ')} {keys[:5]}{' ...' if len(keys) > 5 else ''} ({len(keys)})"
+                              for name, keys in problems.items() if keys)
+            raise ValueError(f"{path}: the weights do not match the model its config.json describes: {found}. "
+                             "A shard may be missing or truncated, or config.json may not belong to these weights")
         model.generation_config = read_generation_config(path) or model.generation_config
         if os.path.isfile(os.path.join(path, PROCESSOR_CONFIG)):
             model.processor = HartVLMProcessor.from_pretrained(path)
-        return model
+        return (model, info) if want_info else model
 
     # -- building from parts ------------------------------------------------------------------
     @classmethod
@@ -461,6 +470,32 @@ class HartVLM(HartVLMPreTrainedModel):
         from .building import replace_image_tokenizer
 
         return replace_image_tokenizer(self, tokenizer, keep_image_maps)
+
+
+def _check_weight_files(folder: str) -> None:
+    """Every safetensors file of `folder` (and every shard its index names) exists and is whole,
+    checked from the headers before transformers reads them, so that the error names the file."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    names = {f for f in os.listdir(folder) if f.endswith(".safetensors")}
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                names |= set(json.load(f)["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{index}: not a valid shard index ({error})") from None
+    for name in sorted(names):
+        file = os.path.join(folder, name)
+        if not os.path.isfile(file):
+            raise ValueError(f"{file}: missing (the weights are split into shards; every one is needed)")
+        try:
+            with safe_open(file, "pt"):
+                pass
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"{file}: not a whole safetensors file ({error})") from None
 
 
 def _context_start_mask(context_start_BL: torch.Tensor):
