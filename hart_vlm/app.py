@@ -82,7 +82,7 @@ class Conversation:
         answer: list[dict] = []  # the page's assistant messages of this turn
         response = None
         events = model.chat(messages, stream=True, seed=settings.seed, cfg=settings.cfg,
-                            **({} if kind == "guide" else {"temperature": settings.temperature}))
+                            **({} if kind in ("guide", "picture") else {"temperature": settings.temperature}))
         for event in events:
             if isinstance(event, TextDelta):
                 if answer and isinstance(answer[-1]["content"], str):
@@ -130,7 +130,7 @@ def build_app(model, title: str = "hart-vlm"):
         with gr.Row():
             cfg = gr.Slider(0.0, 8.0, value=Settings.cfg, step=0.5, label="image guidance (cfg)")
             temperature = gr.Slider(0.0, 1.5, value=Settings.temperature, step=0.05,
-                                    label="text temperature (guides are greedy)")
+                                    label="text temperature (guides and drawings are greedy)")
             seed = gr.Number(value=Settings.seed, precision=0, minimum=0, label="seed")
         story = gr.File(label="the last answer with pictures, to download", file_count="multiple",
                         elem_id="story", interactive=False)

@@ -7,7 +7,7 @@
            draws them (the same `guide_settings`: the picture forced after each "Step k: ..."
            line, greedy text, the plan follower)
   picture  a request for one picture ("Draw a red chair."): one picture, after the sentence that
-           opens the answer when the model writes one
+           opens the answer when the model writes one (greedy, as a guide's text)
   text     everything else, and every question about a picture the user sent: text, no picture
 
 `reply="guide" | "picture" | "text"` chooses the kind; `reply="free"` lets the model write
@@ -98,6 +98,7 @@ def reply_settings(kind: str, conversation: list[dict], step_check="auto", **sam
     if kind == "picture":
         sampling.setdefault("max_images", 1)
         sampling.setdefault("force_image_after", SENTENCE_END_PATTERN)
+        sampling.setdefault("temperature", STORY_TEXT_TEMPERATURE)  # one plain sentence, as a guide's steps
     elif kind == "text":
         sampling.setdefault("max_images", 0)
     elif kind != "free":

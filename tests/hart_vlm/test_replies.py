@@ -55,6 +55,7 @@ def test_reply_settings_and_explicit_arguments_win():
     assert reply_settings("text", user("Hi"))[0] == {"max_images": 0}
     assert reply_settings("text", user("Hi"), max_images=2)[0] == {"max_images": 2}
     assert reply_settings("picture", user("Draw a bed."))[0]["max_images"] == 1
+    assert reply_settings("picture", user("Draw a bed."))[0]["temperature"] == 0.0
     assert reply_settings("free", user("Hi"), cfg=2.0) == ({"cfg": 2.0}, None)
     with pytest.raises(ValueError, match="reply must be one of"):
         reply_settings("poem", user("Hi"))
