@@ -253,6 +253,9 @@ def _validate_messages(messages: Any) -> list[dict]:
                 raise ValueError(
                     f"messages[{i}]['content'][{j}] has type {kind!r}; accepted content types: 'text', 'image'"
                 )
+        if message["role"] == "user" and not any(
+                item["type"] == "image" or item["text"].strip() for item in content):
+            raise ValueError(f"messages[{i}] is a user message with no text and no image; there is nothing to answer")
         out.append({"role": message["role"], "content": content})
     return out
 

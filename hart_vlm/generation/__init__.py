@@ -49,6 +49,11 @@ def chat(model, messages, stream: bool = False, seed: int | None = None, generat
         generator = torch.Generator(device=device)
         generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
     inputs = model.processor(conversations, add_generation_prompt=True, padding_side="left").to(device)
+    context = getattr(model.backbone.config, "max_position_embeddings", None)
+    if context is not None and inputs["input_ids"].shape[1] >= context:  # refused before any computation
+        raise ValueError(f"the conversation takes {inputs['input_ids'].shape[1]} positions (each image "
+                         f"{model.layout.num_positions}) and the model's context holds {context}: shorten it "
+                         "to leave room for the answer")
     runner = InterleavedGenerator(model, config, generator, step_check=step_check, drawer=drawer, streamer=streamer)
     events = runner.run(inputs["input_ids"], inputs["attention_mask"], inputs.get("pixel_values"))
     if stream:

@@ -45,6 +45,7 @@ class InterleavedGenerator:
         self.step_check = step_check
         self.drawer_class = drawer
         self.streamer = streamer  # transformers' streamer protocol: put(ids) as text is final, end()
+        self.context = getattr(model.backbone.config, "max_position_embeddings", None)  # positions at most
         self._newline: dict[int, bool] = {}
 
     def ends_line(self, token: int) -> bool:
@@ -92,7 +93,7 @@ class InterleavedGenerator:
                 if retries and retries.breaks_retry(b, t, is_stop, is_image):
                     skip[b] = True  # taken back at the next review
                     continue
-                if is_stop:
+                if is_stop or self._no_room(b, is_image):  # the end of the turn, or of the model's context
                     done[b] = True
                     continue
                 if not is_image:
@@ -138,6 +139,11 @@ class InterleavedGenerator:
             yield Done(ChatResponse(parts=records[b].parts), row=b)
         if self.streamer is not None:
             self.streamer.end()
+
+    def _no_room(self, b: int, is_image: bool) -> bool:
+        """Whether row b's next token (a whole picture after <|image_start|>) would pass the context."""
+        needed = self.model.layout.num_positions if is_image else 1
+        return self.context is not None and int(self.state.next_pos[b]) + needed > self.context
 
     def _to_streamer(self, b: int, ids: list[int]) -> None:
         """Gives the streamer the ids of row b's text that are final and it has not had yet."""

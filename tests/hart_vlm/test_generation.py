@@ -422,3 +422,25 @@ def test_chat_command_line_sends_a_picture_with_the_first_message(tmp_path, tiny
     with pytest.raises(SystemExit):
         main(["chat", "--model", str(tmp_path / "model"), "--image", str(tmp_path / "bad.png")])
     assert "--image" in capsys.readouterr().err
+
+
+def test_the_context_bounds_the_prompt_and_the_answer(tiny_model, text_tokenizer):
+    context = tiny_model.backbone.config.max_position_embeddings
+    long = [{"role": "user", "content": "stool " * (context + 10)}]
+    with pytest.raises(ValueError, match=f"the model's context holds {context}"):
+        tiny_model.chat(long, max_new_tokens=4)
+    with pytest.raises(ValueError, match=f"the model's context holds {context}"):
+        tiny_model.chat(long, stream=True, max_new_tokens=4)  # refused at the call, before the prefill
+    # a prompt that leaves room for a few tokens: the answer stops at the context, pictures that do not fit are
+    # not started
+    prompt = tiny_model.processor([QUESTION], add_generation_prompt=True)["input_ids"].shape[1]
+    words = "stool " * 1
+    room = [{"role": "user", "content": "How do I assemble a stool? " + words * (context - prompt - 40)}]
+    length = tiny_model.processor([room], add_generation_prompt=True)["input_ids"].shape[1]
+    assert context - length < tiny_model.layout.num_positions
+    reply = tiny_model.chat(room, reply="free", seed=0, max_new_tokens=500, force_image_after=r"[\s\S]{3}")
+    answer = tiny_model.processor.tokenizer(reply.text, add_special_tokens=False)["input_ids"]
+    assert not reply.images and len(answer) <= context - length + 2
+    for empty in ("", "   ", []):
+        with pytest.raises(ValueError, match="no text and no image"):
+            tiny_model.chat([{"role": "user", "content": empty}])
