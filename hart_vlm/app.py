@@ -164,8 +164,9 @@ def serve(model_name: str | None = None, host: str = "127.0.0.1", port: int = 78
         import gradio  # noqa: F401
     except ImportError as error:
         raise SystemExit('the chat page needs Gradio: pip install "hart-vlm[ui]" (or pip install gradio)') from error
-    from hart_vlm.cli_generate import load_named_model
+    from hart_vlm.cli_generate import check_device, load_named_model
 
+    check_device(device)
     _ROOT.mkdir(parents=True, exist_ok=True)
     model = load_named_model(model_name, device)
     app = build_app(model)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from hart_vlm import app, cli_data, cli_generate
 
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except ValueError as error:  # bad arguments: usage message and exit status 2, no traceback
         parser.error(str(error))
+    except OSError as error:  # a file or folder that cannot be read or written: one line, exit status 1
+        print(f"hart-vlm: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

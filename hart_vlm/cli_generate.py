@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,7 +52,33 @@ def load_named_model(name: str | None, device: str = "cpu"):
     return load_model(name, torch.device(device))
 
 
+def check_device(device: str) -> None:
+    """`--device` names a device torch has here (checked before anything loads)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"--device {device!r} is not a device name (cpu, cuda, cuda:1, mps, ...): {error}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r}: this machine has no CUDA device; use --device cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device!r}: there are {torch.cuda.device_count()} CUDA devices")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device!r}: MPS is not available here; use --device cpu")
+
+
+def check_out(out: Path) -> None:
+    """`--out` can hold the files (checked before the model loads and the story is drawn)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; give a folder (it is created if missing)")
+    existing = next((p for p in [out, *out.parents] if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise ValueError(f"--out {str(out)!r}: {str(existing)!r} is not writable")
+
+
 def _load(args):
+    check_device(args.device)
     return load_named_model(args.model, args.device)
 
 
@@ -70,6 +97,7 @@ def run_story(args) -> int:
     from .outputs import ImageDone, TextDelta
 
     start = time.perf_counter()
+    check_out(args.out)
     model = _load(args)
     print(f"model loaded in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     count = {"images": 0}
@@ -104,6 +132,7 @@ def run_chat(args) -> int:
             image = Image.open(args.image).convert("RGB")
         except (OSError, UnidentifiedImageError) as error:
             raise ValueError(f"--image {str(args.image)!r} is not a readable picture (PNG, JPEG, ...): {error}") from None
+    check_out(args.out)
     model = _load(args)
     args.out.mkdir(parents=True, exist_ok=True)
     messages: list[dict] = []

@@ -188,24 +188,30 @@ class ChatResponse:
 
     def save(self, dir: str | os.PathLike) -> Path:
         """Writes `image_01.png`..., `response.json` (parts in the instruction-data format of
-        DESIGN §7) and a self-contained `index.html` into `dir` (created). Returns the folder."""
+        DESIGN §7) and a self-contained `index.html` into `dir` (created). Everything is rendered
+        before the first file is written; each file is written atomically, response.json last, and
+        the pictures of an earlier, longer response are removed. Returns the folder."""
         folder = _prepare_dir(dir)
-        n_images = 0
+        files: dict[str, bytes] = {}
         entries, body = [], ['<h1>Response</h1>\n<div class="answer">']
         for part in self.parts:
             if isinstance(part, str):
                 entries.append({"type": "text", "text": part})
                 body.append(f'<p class="text">{html.escape(part)}</p>')
             else:
-                n_images += 1
-                name = self.image_name(n_images)
-                atomic_write(folder / name, _png_bytes(part))
+                name = self.image_name(len(files) + 1)
+                files[name] = _png_bytes(part)
                 entries.append({"type": "image", "image": name})
                 body.append(f"<figure>{_img_tag(part, name)}</figure>")
         body.append("</div>")
         record = {"format": "hart-vlm-response", "version": 1, "parts": entries}
-        atomic_write(folder / "response.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
-        atomic_write(folder / "index.html", _html_page("Response", "\n".join(body)).encode())
+        files["index.html"] = _html_page("Response", "\n".join(body)).encode()
+        files["response.json"] = json.dumps(record, indent=2, ensure_ascii=False).encode()
+        for name, data in files.items():
+            atomic_write(folder / name, data)
+        for stale in folder.glob("image_*.png"):
+            if re.fullmatch(r"image_\d+\.png", stale.name) and stale.name not in files:
+                stale.unlink()
         return folder
 
     @classmethod

@@ -201,23 +201,32 @@ class Story:
 
     def save(self, dir: str | os.PathLike) -> Path:
         """Writes step_01.png..., storyboard.png, story.json and a self-contained index.html into
-        `dir` (created; each file written atomically). Returns the folder."""
+        `dir` (created). Everything is rendered before the first file is written, so a failure
+        leaves an earlier story there intact; each file is written atomically, story.json last, and
+        the step pictures of an earlier, longer story are removed. Returns the folder."""
         try:
-            metadata_json = json.loads(json.dumps(self.metadata))
+            metadata_json = json.loads(json.dumps(self.metadata, allow_nan=False))
         except (TypeError, ValueError) as err:
-            raise TypeError(f"metadata must hold only JSON values (str, int, float, bool, None, list, dict): {err}") from err
+            raise TypeError(f"metadata must hold only JSON values (str, int, finite float, bool, None, list, dict): "
+                            f"{err}") from err
         folder = _prepare_dir(dir)
+        files: dict[str, bytes] = {}
         steps_json = []
         for k, step in enumerate(self.steps, start=1):
             name = self.image_name(k) if step.image is not None else None
             if name:
-                atomic_write(folder / name, _png_bytes(step.image))
+                files[name] = _png_bytes(step.image)
             steps_json.append({"text": step.text, "image": name})
         record = {"format": "hart-vlm-story", "version": 1, "prompt": self.prompt, "intro": self.intro,
                   "steps": steps_json, "metadata": metadata_json}
-        atomic_write(folder / "storyboard.png", _png_bytes(self.storyboard()))
-        atomic_write(folder / "story.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
-        atomic_write(folder / "index.html", self.to_html().encode())
+        files["storyboard.png"] = _png_bytes(self.storyboard())
+        files["index.html"] = self.to_html().encode()
+        files["story.json"] = json.dumps(record, indent=2, ensure_ascii=False, allow_nan=False).encode()
+        for name, data in files.items():
+            atomic_write(folder / name, data)
+        for stale in folder.glob("step_*.png"):  # an earlier story's steps beyond this one's
+            if re.fullmatch(r"step_\d+\.png", stale.name) and stale.name not in files:
+                stale.unlink()
         return folder
 
     @classmethod

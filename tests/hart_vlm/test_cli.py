@@ -18,3 +18,39 @@ def test_the_data_command_offers_the_data_splits():
     from hart_vlm.data.assembly import SPLITS as DATA_SPLITS
 
     assert SPLITS == DATA_SPLITS
+
+
+def test_out_and_device_are_checked_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from hart_vlm import cli_generate
+    from hart_vlm.cli import main
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(cli_generate, "load_named_model", must_not_load)
+    (tmp_path / "file.txt").write_text("x")
+    cases = [(["story", "How do I build a stool?", "--out", str(tmp_path / "file.txt")], "--out .* is a file"),
+             (["story", "How do I build a stool?", "--out", str(tmp_path / "s"), "--device", "toaster"],
+              "--device 'toaster' is not a device name"),
+             (["chat", "--device", "cuda:7"], "--device 'cuda:7'")]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert __import__("re").search(message, err), err
+
+
+def test_an_os_error_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from hart_vlm import cli_generate
+    from hart_vlm.cli import main
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "model" / "config.json"))
+
+    monkeypatch.setattr(cli_generate, "load_named_model", unreadable)
+    assert main(["story", "How do I build a stool?", "--out", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hart-vlm: error: [Errno 13] Permission denied") and "\n" not in err

@@ -224,8 +224,30 @@ def test_save_bad_targets(tmp_path):
         _story().save(42)
     with pytest.raises(TypeError, match="metadata"):
         Story("p", [Step("a", A)], metadata={"bad": object()}).save(tmp_path / "s")
+    with pytest.raises(TypeError, match="metadata"):
+        Story("p", [Step("a", A)], metadata={"cfg": float("nan")}).save(tmp_path / "s")
     with pytest.raises(FileNotFoundError):
         Story.load(tmp_path)
+
+
+def test_saving_over_an_earlier_story_leaves_only_the_new_one_or_the_old_one_whole(tmp_path, monkeypatch):
+    long = Story("long", [Step(f"Step {k}: s.", _image(k)) for k in range(1, 6)])
+    long.save(tmp_path / "s")
+    (tmp_path / "s" / "notes.txt").write_text("mine")
+    short = Story("short", long.steps[:2])
+    short.save(tmp_path / "s")
+    names = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert names == ["index.html", "notes.txt", "step_01.png", "step_02.png", "story.json", "storyboard.png"]
+    assert Story.load(tmp_path / "s").prompt == "short"
+    before = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()}
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("the storyboard could not be drawn")
+
+    monkeypatch.setattr(Story, "storyboard", broken)
+    with pytest.raises(RuntimeError):
+        long.save(tmp_path / "s")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == before
 
 
 def test_html_is_self_contained_and_escaped(tmp_path):
