@@ -47,6 +47,7 @@ class LoraTrainingConfig(TrainingConfig):
     data: list[str] = option([], "JSONL instruction files (DESIGN.md §7)")
     eval_data: list[str] = option([], "JSONL files to evaluate on")
     skip_bad_rows: bool = option(False, "leave out (and count) bad JSONL rows instead of stopping at the first")
+    images_outside: bool = option(False, "allow JSONL image paths outside the data file's folder (absolute or with ..)")
     lora_rank: int = option(16, "LoRA rank r")
     lora_alpha: int | None = option(None, "LoRA alpha (default 2 * r)")
     lora_dropout: float = option(0.0, "dropout on the LoRA branch")
@@ -105,10 +106,10 @@ def main(cfg: LoraTrainingConfig) -> TrainingResult:
     positions = base.config.layout.num_positions
 
     # 2. data
-    train_set, skipped = ChatDataset.from_jsonl(cfg.data, positions, cfg.skip_bad_rows)
+    train_set, skipped = ChatDataset.from_jsonl(cfg.data, positions, cfg.skip_bad_rows, cfg.images_outside)
     eval_set = None
     if cfg.eval_data:
-        eval_set, eval_skipped = ChatDataset.from_jsonl(cfg.eval_data, positions, cfg.skip_bad_rows)
+        eval_set, eval_skipped = ChatDataset.from_jsonl(cfg.eval_data, positions, cfg.skip_bad_rows, cfg.images_outside)
         skipped += eval_skipped
     if skipped:
         accelerator.print(f"skipped {len(skipped)} bad rows, the first: {skipped[0]}")

@@ -63,6 +63,7 @@ class VLMTrainingConfig(TrainingConfig):
     dataset_split: str = option("train", "split of `dataset`")
     eval_data: list[str] = option([], "JSONL files to evaluate on (the mixture: its validation split)")
     skip_bad_rows: bool = option(False, "leave out (and count) bad JSONL rows instead of stopping at the first")
+    images_outside: bool = option(False, "allow JSONL image paths outside the data file's folder (absolute or with ..)")
     mixture_examples: int = option(100000, "examples of the procedural assembly mixture (train split)")
     mixture_weights: dict = option({"guide": 0.6, "caption": 0.3, "text": 0.1}, "task weights of the mixture")
     guide_overview: bool = option(False, "mixture guides open with a one-line numbered plan before 'Step 1:'")
@@ -162,16 +163,16 @@ def main(cfg: VLMTrainingConfig) -> TrainingResult:
     # 2. data
     skipped: list[str] = []
     if cfg.data:
-        train_set, skipped = ChatDataset.from_jsonl(cfg.data, positions, cfg.skip_bad_rows)
+        train_set, skipped = ChatDataset.from_jsonl(cfg.data, positions, cfg.skip_bad_rows, cfg.images_outside)
     elif cfg.dataset is not None:
         train_set = HFChatDataset(load_hf_dataset(cfg.dataset, cfg.dataset_split))
     else:
-        chats = ChatDataset.from_jsonl(cfg.chat_data, positions)[0] if cfg.chat_data else None
+        chats = ChatDataset.from_jsonl(cfg.chat_data, positions, images_outside=cfg.images_outside)[0] if cfg.chat_data else None
         train_set = AssemblyMixture(cfg.mixture_examples, "train", cfg.data_seed, config.image_size,
                                     cfg.mixture_weights, positions, cfg.guide_overview, cfg.wording, chats)
     eval_set = None
     if cfg.eval_data:
-        eval_set, eval_skipped = ChatDataset.from_jsonl(cfg.eval_data, positions, cfg.skip_bad_rows)
+        eval_set, eval_skipped = ChatDataset.from_jsonl(cfg.eval_data, positions, cfg.skip_bad_rows, cfg.images_outside)
         skipped += eval_skipped
     elif not cfg.data and cfg.dataset is None and cfg.eval_examples:
         eval_set = AssemblyMixture(cfg.eval_examples, "validation", cfg.data_seed, config.image_size,

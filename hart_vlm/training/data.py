@@ -37,25 +37,36 @@ class ChatExample:
     num_images: int
 
 
-def read_chat_jsonl(path: str | os.PathLike, skip_bad_rows: bool = False) -> tuple[list[ChatExample], list[str]]:
-    """Read and check a JSONL instruction file (one `{"messages": [...]}` object per line, images
-    by paths relative to the file's folder).
+def read_chat_jsonl(path: str | os.PathLike, skip_bad_rows: bool = False,
+                    images_outside: bool = False) -> tuple[list[ChatExample], list[str]]:
+    """Read and check a JSONL instruction file (one `{"messages": [...]}` object per line, UTF-8,
+    images by paths relative to the file's folder).
 
-    A bad row (broken JSON, wrong structure, unknown role or content type, missing or unreadable
-    image, no assistant message to learn from) raises ValueError("FILE:LINE: problem"), or, with
-    `skip_bad_rows`, is left out and its problem returned in the second list. Blank lines are ignored.
+    A bad row (not UTF-8, broken JSON, wrong structure, unknown role or content type, missing or
+    unreadable image, an image path outside the file's folder (absolute or through `..`) unless
+    `images_outside`, no assistant message to learn from) raises ValueError("FILE:LINE: problem"),
+    or, with `skip_bad_rows`, is left out and its problem returned in the second list. Blank lines
+    are ignored.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"data file not found: {str(path)!r}")
     examples, problems = [], []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
             source = f"{path}:{line_no}"
             try:
-                messages, num_chars, num_images = _check_row(line, path.parent)
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                line, decode_error = "", f"not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1})"
+            else:
+                decode_error = None
+            if decode_error is None and not line.strip():
+                continue
+            try:
+                if decode_error is not None:
+                    raise ValueError(decode_error)
+                messages, num_chars, num_images = _check_row(line, path.parent, images_outside)
             except ValueError as err:
                 if not skip_bad_rows:
                     raise ValueError(f"{source}: {err}") from None
@@ -65,7 +76,7 @@ def read_chat_jsonl(path: str | os.PathLike, skip_bad_rows: bool = False) -> tup
     return examples, problems
 
 
-def _check_row(line: str, base_dir: Path) -> tuple[list[dict], int, int]:
+def _check_row(line: str, base_dir: Path, images_outside: bool = False) -> tuple[list[dict], int, int]:
     try:
         row = json.loads(line)
     except json.JSONDecodeError as err:
@@ -90,7 +101,11 @@ def _check_row(line: str, base_dir: Path) -> tuple[list[dict], int, int]:
                 items.append({"type": "text", "text": item["text"]})
                 num_chars += len(item["text"])
             elif kind == "image" and isinstance(item.get("image"), str):
-                items.append({"type": "image", "image": str(_check_image(base_dir / item["image"], where))})
+                image = Path(item["image"])
+                if not images_outside and (image.is_absolute() or ".." in image.parts):
+                    raise ValueError(f"{where}: the image path {item['image']!r} leaves the data file's folder; "
+                                     "give it relative to that folder (or allow images_outside)")
+                items.append({"type": "image", "image": str(_check_image(base_dir / image, where))})
                 num_images += 1
             elif kind in ("text", "image"):
                 raise ValueError(f"{where} is a {kind} item without a '{kind}' string")
@@ -125,13 +140,14 @@ class ChatDataset(Dataset):
         self.image_positions = image_positions
 
     @classmethod
-    def from_jsonl(cls, paths: list[str], image_positions: int, skip_bad_rows: bool = False) -> tuple["ChatDataset", list[str]]:
+    def from_jsonl(cls, paths: list[str], image_positions: int, skip_bad_rows: bool = False,
+                   images_outside: bool = False) -> tuple["ChatDataset", list[str]]:
         """All rows of `paths`, and the problems of the rows skipped (see `read_chat_jsonl`)."""
         if not paths:
             raise ValueError("paths must name at least one JSONL file")
         examples, problems = [], []
         for path in paths:
-            rows, skipped = read_chat_jsonl(path, skip_bad_rows)
+            rows, skipped = read_chat_jsonl(path, skip_bad_rows, images_outside)
             examples += rows
             problems += skipped
         return cls(examples, image_positions), problems

@@ -31,8 +31,17 @@ def folder(tmp_path):
 
 def write(folder, rows: list[str]):
     path = folder / "data.jsonl"
-    path.write_text("\n".join(rows) + "\n")
+    path.write_bytes(("\n".join(rows) + "\n").encode("latin-1" if "\xe9" in "".join(rows) else "utf-8"))
     return path
+
+
+def test_images_outside_the_data_folder_only_when_allowed(folder):
+    (folder / "data").mkdir()
+    path = write(folder / "data", [with_image("../images/a.png")])
+    with pytest.raises(ValueError, match="leaves the data file's folder"):
+        read_chat_jsonl(path)
+    examples, _ = read_chat_jsonl(path, images_outside=True)
+    assert examples[0].messages[1]["content"][1]["image"] == str((folder / "images" / "a.png").resolve())
 
 
 def with_image(image: str) -> str:
@@ -50,6 +59,10 @@ def with_image(image: str) -> str:
     (json.dumps({"messages": [{"role": "user", "content": [{"type": "video", "video": "x"}]}]}), "type 'video'"),
     (json.dumps({"messages": [{"role": "user", "content": "Only a question."}]}), "no assistant message"),
     (json.dumps({"messages": [{"role": "assistant", "content": "Hi"}, {"role": "user", "content": "x"}]}), "starts with"),
+    (with_image("../images/a.png"), "leaves the data file's folder"),
+    (with_image("images/../../etc/a.png"), "leaves the data file's folder"),
+    (with_image("/etc/passwd"), "leaves the data file's folder"),
+    ('{"messages": "caf\xe9"}', r"not UTF-8 text \(byte 0xe9 at column 18\)"),
 ])
 def test_bad_rows_raise_naming_file_and_line_or_are_counted_when_skipped(folder, row, problem):
     path = write(folder, [json.dumps(GOOD), "", row, json.dumps(GOOD)])
