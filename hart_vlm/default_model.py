@@ -22,6 +22,54 @@ from .precision import resolve_dtype
 
 PACKAGED_MODELS = ("tiny", "smollm2")
 DEFAULT_MODEL = "tiny"
+CHECKSUMS = "checksums.json"  # sha256 of every file a packaged model loads from (not its card)
+_UNCHECKED = {CHECKSUMS, "MODEL_CARD.md"}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(folder: str | os.PathLike) -> None:
+    """Records the sha256 of every file of a packaged folder (training/package_model.py calls it)."""
+    import json
+
+    folder = Path(folder)
+    sums = {f.name: _sha256(f) for f in sorted(folder.iterdir()) if f.is_file() and f.name not in _UNCHECKED}
+    (folder / CHECKSUMS).write_text(json.dumps(sums, indent=2) + "\n")
+
+
+def verify_checksums(folder: str | os.PathLike, required: bool = True) -> None:
+    """Every file of a packaged folder is the one packaged: none missing, added or changed. Raises
+    ValueError naming the file; without checksums.json, only when `required`."""
+    import json
+
+    folder = Path(folder)
+    record = folder / CHECKSUMS
+    if not record.is_file():
+        if required:
+            raise ValueError(f"{record}: missing; this packaged model cannot be checked (reinstall hart-vlm)")
+        return
+    try:
+        sums = json.loads(record.read_text())
+        if not isinstance(sums, dict):
+            raise ValueError("a JSON object of file name -> sha256 is expected")
+    except ValueError as error:
+        raise ValueError(f"{record}: not a valid checksum record ({error})") from None
+    present = {f.name for f in folder.iterdir() if f.is_file() and f.name not in _UNCHECKED}
+    for name in sorted(present - set(sums)):
+        raise ValueError(f"{folder / name}: not part of the packaged model (it has no checksum); remove it")
+    for name, expected in sums.items():
+        if name not in present:
+            raise ValueError(f"{folder / name}: missing from the packaged model (reinstall hart-vlm)")
+        if _sha256(folder / name) != expected:
+            raise ValueError(f"{folder / name}: changed since it was packaged (its sha256 differs); reinstall hart-vlm")
 
 
 def default_model_path(name: str = DEFAULT_MODEL) -> Path:
@@ -90,6 +138,7 @@ def load_default(name: str | None = None, *, device: str | torch.device = "cpu",
                 f"{str(folder)!r} holds no packaged model (no config.json); "
                 "write one with training/package_model.py --model PATH --out DIR"
             )
+    verify_checksums(folder, required=path is None)
     return load_model(folder, device, dtype)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from hart_vlm import HartVLM
-from hart_vlm.default_model import PACKAGED_MODELS, default_model_path, load_model
+from hart_vlm.default_model import PACKAGED_MODELS, default_model_path, load_model, write_checksums
 from hart_vlm.lora import load_adapter_package, save_adapter_package
 
 CARD_NAME = "MODEL_CARD.md"
@@ -107,6 +107,7 @@ def package(model_dir: Path, out: Path, card: Path, max_shard_bytes: int = 15_00
         total = check_sizes(tmp, max_shard_bytes)
         diff = verify(reference, tmp, tolerance)
         shutil.copyfile(card, tmp / CARD_NAME)
+        write_checksums(tmp)
         tmp.chmod(0o755)  # mkdtemp made it private; a package is read by everyone
         for f in tmp.iterdir():
             f.chmod(0o644)

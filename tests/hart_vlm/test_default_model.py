@@ -126,3 +126,33 @@ def test_default_model_speed_times_each_named_model_with_its_own_commands(tmp_pa
     assert "load_default()" in commands["load_default"][-1] and "--model" not in commands["story"]
     assert "load_default('smollm2')" in commands["load_default:smollm2"][-1]
     assert commands["story:smollm2"][-2:] == ["--model", "smollm2"]
+
+
+def test_every_shipped_file_is_checked_against_its_recorded_checksum(tmp_path):
+    import shutil
+
+    from hart_vlm.default_model import PACKAGED_MODELS, verify_checksums
+
+    for name in PACKAGED_MODELS:
+        folder = default_model_path(name)
+        recorded = json.loads((folder / "checksums.json").read_text())
+        assert set(recorded) == {f.name for f in folder.iterdir() if f.name not in ("checksums.json", "MODEL_CARD.md")}
+        verify_checksums(folder)
+    copy = tmp_path / "tiny"
+    shutil.copytree(default_model_path("tiny"), copy)
+    hart_vlm.load_default(path=copy)
+    shard = sorted(copy.glob("model-*.safetensors"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=f"{shard.name}: changed since it was packaged"):
+        hart_vlm.load_default(path=copy)
+    shutil.copyfile(default_model_path("tiny") / shard.name, shard)
+    (copy / "extra.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="extra.safetensors: not part of the packaged model"):
+        verify_checksums(copy)
+    (copy / "extra.safetensors").unlink()
+    (copy / "checksums.json").unlink()
+    verify_checksums(copy, required=False)  # a folder packaged elsewhere may have none
+    with pytest.raises(ValueError, match="checksums.json: missing"):
+        verify_checksums(copy)
