@@ -86,7 +86,8 @@ def train_loop(
     # 2. resume if asked: restore the state and skip the micro-batches already consumed
     progress = TrainingProgress()
     checkpointer = Checkpointer(accelerator, out, progress, cfg.keep_checkpoints, scheduler=scheduler)
-    checkpointer.resume(cfg)
+    if checkpointer.resume(cfg) is not None:
+        logger.resume_at(progress.step)
     logger.log({"step": progress.step, "split": "data", **data_info, "processes": accelerator.num_processes})
     batches = iter(accelerator.skip_first_batches(train_loader, progress.batches_consumed)
                    if progress.batches_consumed else train_loader)

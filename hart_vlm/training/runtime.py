@@ -191,12 +191,31 @@ class MetricsLogger:
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
+    def resume_at(self, step: int) -> None:
+        """Drops the lines of steps after `step` (logged by a run that stopped after its last
+        checkpoint), so that the resumed run's lines are not duplicates; rewritten atomically."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+                if line.strip() and _step_of(line) <= step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         record = {**record, "elapsed_s": round(time.time() - self.start, 3)}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics line (a line that cannot be read counts as after every step)."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def progress_bar(cfg: TrainingConfig, accelerator: Accelerator, start: int, desc: str) -> tqdm:

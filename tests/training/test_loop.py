@@ -40,9 +40,9 @@ def noisy_mse(model, batch, generator, step):
 
 
 def config(out, max_steps, **fields):
-    fields = {"learning_rate": 0.05, "schedule_steps": 4, **fields}
+    fields = {"learning_rate": 0.05, "schedule_steps": 4, "log_every": 2, **fields}
     return TrainingConfig(output_dir=str(out), max_steps=max_steps, batch_size=2, gradient_accumulation_steps=2,
-                          warmup_steps=1, max_grad_norm=0.5, log_every=2, eval_every=2, eval_batches=2,
+                          warmup_steps=1, max_grad_norm=0.5, eval_every=2, eval_batches=2,
                           progress=False, mixed_precision="no", **fields)
 
 
@@ -136,3 +136,16 @@ def test_train_loop_names_what_is_missing(tmp_path):
         run(config(tmp_path / "a", 1), lambda *args: {"mse": noisy_mse(*args)["loss"]})
     with pytest.raises(ValueError, match="eval_loader needs eval_losses"):
         run(config(tmp_path / "b", 1), eval_losses=None)
+
+
+def test_a_run_resumed_from_an_earlier_checkpoint_logs_each_step_once(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    run(config(out, 4, log_every=1, save_every=2, keep_checkpoints=3))  # as if it stopped after step 4
+    checkpoint = out / "checkpoints" / "step_00000002"
+    run(config(out, 4, log_every=1, save_every=2, keep_checkpoints=3, resume_from=str(checkpoint)))
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in lines if r["split"] == "train"]
+    assert train_steps == [1, 2, 3, 4]
+    assert [r["step"] for r in lines if r["split"] == "data"] == [0, 2]
