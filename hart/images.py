@@ -15,23 +15,53 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """Open an image file as RGB; a missing or unreadable file raises ValueError naming it."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return pil_to_rgb(image)
     except FileNotFoundError as err:
         raise ValueError(f"image file not found: {os.fspath(path)!r}") from err
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot read image file {os.fspath(path)!r}: {err}") from err
 
 
+def pil_to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB: 16-bit and 32-bit integer greys scaled (PIL would clip them at
+    255), float greys in [0, 1] or [0, 255] scaled, transparency laid over white (PIL would keep
+    the colour under a transparent pixel); a float or integer image of another range is refused."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = float(values.max()) if values.size else 0.0
+        low = float(values.min()) if values.size else 0.0
+        if image.mode.startswith("I;16"):
+            scale = 255.0 / 65535.0
+        elif image.mode == "I" and low >= 0 and top <= 65535:
+            scale = 1.0 if top <= 255 else 255.0 / 65535.0
+        elif image.mode == "F" and low >= 0 and top <= 255:
+            scale = 255.0 if top <= 1.0 else 1.0
+        else:
+            raise ValueError(f"a {image.mode!r} image with values from {low:g} to {top:g} has no known range; "
+                             "convert it to 8-bit RGB first")
+        grey = np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
 def to_pil(image: ImageLike) -> Image.Image:
-    """A PIL image, or an (H, W, 3) / (H, W) uint8 array, as an RGB PIL image."""
+    """A PIL image (any mode, `pil_to_rgb`), or an (H, W, 3) / (H, W) uint8 array, as an RGB PIL image."""
     if isinstance(image, Image.Image):
-        return image.convert("RGB") if image.mode != "RGB" else image
+        return pil_to_rgb(image)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
             raise ValueError(
                 f"image array must be uint8 with shape (H, W), (H, W, 3) or (H, W, 4), got {image.dtype} {image.shape}"
             )
-        return Image.fromarray(image).convert("RGB")
+        return pil_to_rgb(Image.fromarray(image))
     raise TypeError(f"image must be a PIL.Image or a uint8 numpy array, got {type(image).__name__}")
 
 

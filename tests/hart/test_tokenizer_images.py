@@ -58,3 +58,27 @@ def test_bad_images_raise_clear_errors(tmp_path):
         images_to_tensor([], 16)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         tensor_to_pil(torch.zeros(1, 4, 8, 8))
+
+
+@pytest.mark.parametrize("image, rgb", [
+    (Image.fromarray(np.full((4, 4), 32896, np.uint16)), (128, 128, 128)),  # 16-bit grey: scaled, not clipped at 255
+    (Image.fromarray(np.full((4, 4), 200, np.int32)), (200, 200, 200)),     # 32-bit integers within 0..255
+    (Image.fromarray(np.full((4, 4), 40000, np.int32)), (156, 156, 156)),   # ... within 0..65535
+    (Image.fromarray(np.full((4, 4), 0.5, np.float32)), (128, 128, 128)),   # float in [0, 1]
+    (Image.new("RGBA", (4, 4), (255, 0, 0, 0)), (255, 255, 255)),            # transparent: the white under it
+    (Image.new("RGBA", (4, 4), (0, 0, 0, 128)), (127, 127, 127)),
+    (Image.new("LA", (4, 4), (0, 255)), (0, 0, 0)),
+    (Image.new("CMYK", (4, 4), (0, 0, 0, 0)), (255, 255, 255)),
+    (Image.new("1", (4, 4), 1), (255, 255, 255)),
+    (np.zeros((4, 4, 4), np.uint8), (255, 255, 255)),                        # an RGBA array, fully transparent
+])
+def test_every_image_mode_becomes_the_rgb_it_shows(image, rgb):
+    out = to_pil(image)
+    assert out.mode == "RGB" and tuple(np.asarray(out)[0, 0]) == rgb
+
+
+def test_images_of_unknown_range_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="'F' image with values from -3 to -3 has no known range"):
+        to_pil(Image.fromarray(np.full((4, 4), -3.0, np.float32)))
+    Image.fromarray(np.full((4, 4), 32896, np.uint16)).save(tmp_path / "deep.png")
+    assert tuple(np.asarray(load_image(tmp_path / "deep.png"))[0, 0]) == (128, 128, 128)
