@@ -15,7 +15,9 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """Open an image file as RGB; a missing or unreadable file raises ValueError naming it."""
     try:
         with Image.open(path) as image:
-            return pil_to_rgb(image)
+            image.load()  # read the pixels while the file is open
+            rgb = pil_to_rgb(image)
+            return image.copy() if rgb is image else rgb
     except FileNotFoundError as err:
         raise ValueError(f"image file not found: {os.fspath(path)!r}") from err
     except (UnidentifiedImageError, OSError) as err:

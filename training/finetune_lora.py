@@ -29,6 +29,7 @@ from hart_vlm import HartVLM
 from hart_vlm.default_model import DEFAULT_MODEL, PACKAGED_MODELS, has_default_model, load_default
 from hart_vlm.lora import apply_lora, autocast_adapter_inputs
 from hart_vlm.training.batching import ChatCollator, ChatLosses, make_loader
+from hart_vlm.training.checkpoint import folder_written_whole
 from hart_vlm.training.config import TrainingConfig, option, run_cli, save_config
 from hart_vlm.training.data import ChatDataset
 from hart_vlm.training.loop import train_loop
@@ -140,12 +141,14 @@ def main(cfg: LoraTrainingConfig) -> TrainingResult:
     trained = accelerator.unwrap_model(loop.model)
     saved = {}
     if accelerator.is_main_process:
-        trained.save_pretrained(out / "adapter", state_dict=state)
-        processor.save_pretrained(out / "adapter")
+        with folder_written_whole(out / "adapter") as tmp:
+            trained.save_pretrained(tmp, state_dict=state)
+            processor.save_pretrained(tmp)
         saved["adapter"] = out / "adapter"
         if cfg.merge:  # into the base as loaded (float32), not into the bf16 copy training ran on
             merged = PeftModel.from_pretrained(load_base(cfg.base), out / "adapter").merge_and_unload()
-            merged.save_pretrained(out / "merged")
+            with folder_written_whole(out / "merged") as tmp:
+                merged.save_pretrained(tmp)
             saved["merged"] = out / "merged"
     accelerator.wait_for_everyone()
     return TrainingResult(trained, loop.progress.step, out, saved, loop.eval_metrics)

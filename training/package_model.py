@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -26,6 +24,7 @@ import torch
 from hart_vlm import HartVLM
 from hart_vlm.default_model import PACKAGED_MODELS, default_model_path, load_model, write_checksums
 from hart_vlm.lora import load_adapter_package, save_adapter_package
+from hart_vlm.training.checkpoint import folder_written_whole
 
 CARD_NAME = "MODEL_CARD.md"
 # The prompt whose logits the verification compares.
@@ -77,29 +76,10 @@ def verify(reference: HartVLM, folder: Path, tolerance: float) -> float:
     return diff
 
 
-def replace_folder(src: Path, dst: Path) -> None:
-    """Puts folder `src` at `dst` by renames: an existing `dst` is renamed aside, `src` renamed onto
-    it and the old one removed; if the second rename fails the old one returns."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{secrets.token_hex(4)}")
-        dst.replace(old)
-    try:
-        src.replace(dst)
-    except OSError:
-        if old is not None:
-            old.replace(dst)
-        raise
-    if old is not None:
-        shutil.rmtree(old)
-
-
 def package(model_dir: Path, out: Path, card: Path, max_shard_bytes: int = 15_000_000,
             tolerance: float = 0.02) -> float:
     reference, peft_model = load_source(model_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with folder_written_whole(out) as tmp:
         if peft_model is not None:
             save_adapter_package(peft_model, tmp, dtype=torch.float16, max_shard_bytes=max_shard_bytes)
         else:
@@ -108,13 +88,8 @@ def package(model_dir: Path, out: Path, card: Path, max_shard_bytes: int = 15_00
         diff = verify(reference, tmp, tolerance)
         shutil.copyfile(card, tmp / CARD_NAME)
         write_checksums(tmp)
-        tmp.chmod(0o755)  # mkdtemp made it private; a package is read by everyone
         for f in tmp.iterdir():
-            f.chmod(0o644)
-        replace_folder(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            f.chmod(0o644)  # a package is read by everyone
     print(f"packaged {model_dir} into {out}: {total / 1e6:.1f} MB of weights, fp16 logits within {diff:.2g} (relative)")
     return diff
 

@@ -30,6 +30,7 @@ from hart.tokenizer import HybridTokenizer
 from hart.tokenizer_config import HybridTokenizerConfig
 from hart_vlm.default_model import load_image_tokenizer
 from hart_vlm.training.batching import make_loader
+from hart_vlm.training.checkpoint import folder_written_whole
 from hart_vlm.training.config import TrainingConfig, option, run_cli, save_config
 from hart_vlm.training.data import load_hf_dataset
 from hart_vlm.training.images import EVAL_PHOTOS, TRAIN_PHOTOS, AssemblyImages, HFImages, ImageFolder, PhotoCrops
@@ -151,7 +152,8 @@ def main(cfg: TokenizerTrainingConfig) -> TrainingResult:
     if accelerator.is_main_process:
         export = HybridTokenizer(trained.tokenizer.config)
         export.load_state_dict({k.removeprefix("tokenizer."): v for k, v in state.items() if k.startswith("tokenizer.")})
-        export.save_pretrained(out / "model")
+        with folder_written_whole(out / "model") as tmp:
+            export.save_pretrained(tmp)
         saved["model"] = out / "model"
     accelerator.wait_for_everyone()
     return TrainingResult(trained, loop.progress.step, out, saved, loop.eval_metrics)

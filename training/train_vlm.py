@@ -29,6 +29,7 @@ from hart_vlm.default_model import load_image_tokenizer
 from hart_vlm.text_tokenizer import load_text_tokenizer
 from hart_vlm.lora import apply_lora, autocast_adapter_inputs, load_adapter_package, save_adapter_package
 from hart_vlm.training.batching import ChatCollator, ChatLosses, make_loader
+from hart_vlm.training.checkpoint import folder_written_whole
 from hart_vlm.training.config import TrainingConfig, option, run_cli, save_config
 from hart_vlm.training.data import AssemblyMixture, ChatDataset, HFChatDataset, load_hf_dataset
 from hart_vlm.training.loop import train_loop
@@ -208,10 +209,13 @@ def main(cfg: VLMTrainingConfig) -> TrainingResult:
     saved = {}
     if accelerator.is_main_process:
         if cfg.lora_rank and trained.get_base_model().config.base_llm:  # only what training changed
-            saved["adapter"] = save_adapter_package(trained, out / "adapter", state_dict=state)
+            with folder_written_whole(out / "adapter") as tmp:
+                save_adapter_package(trained, tmp, state_dict=state)
+            saved["adapter"] = out / "adapter"
         else:
             model_out = copy.deepcopy(trained).merge_and_unload() if cfg.lora_rank else trained  # keep the returned one
-            model_out.save_pretrained(out / "model", state_dict=None if cfg.lora_rank else state)
+            with folder_written_whole(out / "model") as tmp:
+                model_out.save_pretrained(tmp, state_dict=None if cfg.lora_rank else state)
             saved["model"] = out / "model"
     accelerator.wait_for_everyone()
     return TrainingResult(trained, loop.progress.step, out, saved, loop.eval_metrics)

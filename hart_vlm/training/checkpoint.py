@@ -15,10 +15,13 @@ Resuming is `load_state` then skipping the micro-batches already consumed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +158,37 @@ class Checkpointer:
                       + "; ".join(changed))
         acc.print(f"resumed from {path} at step {self.progress.step}")
         return path
+
+
+def replace_folder(src: Path, dst: Path) -> None:
+    """Puts folder `src` at `dst` by renames: an existing `dst` is renamed aside, `src` renamed onto
+    it and the old one removed; if the second rename fails the old one returns."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{secrets.token_hex(4)}")
+        dst.replace(old)
+    try:
+        src.replace(dst)
+    except OSError:
+        if old is not None:
+            old.replace(dst)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
+
+
+@contextlib.contextmanager
+def folder_written_whole(dst: str | os.PathLike):
+    """Yields a hidden temporary folder beside `dst` to write into; when the block ends without an
+    error it takes `dst`'s place (renames, readable by everyone), else it is removed and an earlier
+    `dst` stays as it was. The recipes' final exports are written this way."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o755)  # mkdtemp made it private
+        replace_folder(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -153,3 +153,21 @@ def test_no_file_of_a_checkpoint_is_unpickled_so_a_planted_payload_does_not_run(
     (saved / "training_state.json").unlink()
     with pytest.raises(ValueError, match="training_state.json.*never loaded"):
         checkpointer.restore(saved)
+
+
+def test_a_final_export_replaces_the_old_folder_whole_or_not_at_all(tmp_path):
+    from hart_vlm.training.checkpoint import folder_written_whole
+
+    out = tmp_path / "model"
+    with folder_written_whole(out) as tmp:
+        (tmp / "weights.safetensors").write_text("first")
+    assert (out / "weights.safetensors").read_text() == "first" and oct(out.stat().st_mode)[-3:] == "755"
+    with pytest.raises(RuntimeError):
+        with folder_written_whole(out) as tmp:
+            (tmp / "weights.safetensors").write_text("half")
+            raise RuntimeError("the disk filled up")
+    assert (out / "weights.safetensors").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary folder left behind
+    with folder_written_whole(out) as tmp:
+        (tmp / "other.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == ["other.json"]

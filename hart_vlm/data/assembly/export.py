@@ -9,6 +9,7 @@ images/<split>/caption_<index>.png for the others.
 from __future__ import annotations
 
 import json
+import os
 import multiprocessing
 from collections.abc import Iterator
 from functools import partial
@@ -91,21 +92,28 @@ def write_jsonl(out_dir: str | Path, num: int, split: str = "train", seed: int =
     work = partial(_run, split=split, seed=seed, resolution=resolution, image_dir=image_dir, overview=overview,
                    wording=wording)
     path = out_dir / f"{split}.jsonl"
-    with open(path, "w", encoding="utf-8") as f, tqdm(total=len(jobs), disable=not progress, desc=split) as bar:
-        if workers == 1:
-            rows: Iterator[dict] = map(work, jobs)
-            pool = None
-        else:
-            pool = multiprocessing.Pool(workers)
-            rows = pool.imap(work, jobs, chunksize=8)
-        try:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                bar.update(1)
-        finally:
-            if pool is not None:
-                pool.close()
-                pool.join()
+    partial_path = out_dir / f".{split}.jsonl.tmp"  # renamed onto `path` once every row is written
+    try:
+        with (open(partial_path, "w", encoding="utf-8") as f,
+              tqdm(total=len(jobs), disable=not progress, desc=split) as bar):
+            if workers == 1:
+                rows: Iterator[dict] = map(work, jobs)
+                pool = None
+            else:
+                pool = multiprocessing.Pool(workers)
+                rows = pool.imap(work, jobs, chunksize=8)
+            try:
+                for row in rows:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    bar.update(1)
+            finally:
+                if pool is not None:
+                    pool.close()
+                    pool.join()
+    except BaseException:
+        partial_path.unlink(missing_ok=True)
+        raise
+    os.replace(partial_path, path)
     return path
 
 
