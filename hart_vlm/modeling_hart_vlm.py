@@ -365,6 +365,7 @@ class HartVLM(HartVLMPreTrainedModel):
         written again (`step_retries` times at most) or end the answer before it.
         """
         from .generation import chat
+        from .processing_hart_vlm import validate_messages
         from .sampling import generation_settings
         from .stories.replies import REPLY_KINDS, reply_kind, reply_settings
 
@@ -376,6 +377,8 @@ class HartVLM(HartVLMPreTrainedModel):
         if not isinstance(messages, list) or not messages:
             raise ValueError("messages must be a non-empty list of messages (or of conversations)")
         conversations = messages if isinstance(messages[0], list) else [messages]
+        for conversation in conversations:  # checked before it is read for the kind of answer
+            validate_messages(conversation)
         if reply == "auto" and sampling.get("force_image_after") is not None:
             reply = "free"  # the caller places the pictures
         if reply == "auto":

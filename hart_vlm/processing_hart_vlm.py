@@ -114,7 +114,7 @@ class HartVLMProcessor(ProcessorMixin):
         Each message is rendered as the difference between the chat template applied to the
         conversation up to it and up to the one before, so any tokenizer's own chat template
         works; assistant messages are labelled without their role header."""
-        messages = _validate_messages(messages)
+        messages = validate_messages(messages)
         flat = _flatten_messages(messages)
         ids: list[int] = []
         labels: list[int] = []
@@ -226,8 +226,9 @@ class HartVLMProcessor(ProcessorMixin):
                    image_context_block=cfg["image_context_block"])
 
 
-def _validate_messages(messages: Any) -> list[dict]:
-    """Checks roles and content items; normalises string content to one text item."""
+def validate_messages(messages: Any) -> list[dict]:
+    """Checks one conversation's roles and content items (ValueError naming the item and what is
+    accepted); normalises string content to one text item."""
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
     out = []
@@ -264,7 +265,7 @@ def _flatten_messages(messages: list[dict]) -> list[dict]:
     """Content lists -> strings, image items -> `<|image|>`, so that any chat template (ours or an
     LLM's own) renders them."""
     flat = []
-    for message in _validate_messages(messages):
+    for message in validate_messages(messages):
         text = "".join(item["text"] if item["type"] == "text" else st.IMAGE_PLACEHOLDER for item in message["content"])
         flat.append({"role": message["role"], "content": text})
     return flat

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import tempfile
@@ -67,6 +68,15 @@ class TrainingConfig:
     progress: bool = option(True, "show a progress bar")
 
     def __post_init__(self) -> None:
+        # every field against its annotation, also when the config is built in Python (the command line
+        # and YAML files are checked as they are read)
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, _coerce(getattr(self, field.name), hints[field.name], field.name))
+        if not self.output_dir.strip():
+            raise ValueError("output_dir must name a folder, got an empty string")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         positive = ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "eval_batches", "keep_checkpoints")
         for name in positive:
             if getattr(self, name) < 1:
@@ -83,8 +93,9 @@ class TrainingConfig:
         for name in ("adam_beta1", "adam_beta2"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ValueError("weight_decay and max_grad_norm must be >= 0")
+        for name in ("weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.resume and self.resume_from is not None:
             raise ValueError("give either resume (newest checkpoint of output_dir) or resume_from (a folder), not both")
 
@@ -260,6 +271,8 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
             value = int(value)
         if not isinstance(value, (int, float)) or (hint is int and not isinstance(value, int)):
             raise ValueError(f"{name} must be {'an int' if hint is int else 'a number'}, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
         return hint(value)
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
