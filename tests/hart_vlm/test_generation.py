@@ -444,3 +444,40 @@ def test_the_context_bounds_the_prompt_and_the_answer(tiny_model, text_tokenizer
     for empty in ("", "   ", []):
         with pytest.raises(ValueError, match="no text and no image"):
             tiny_model.chat([{"role": "user", "content": empty}])
+
+
+def test_four_threads_chatting_on_one_model_get_what_one_thread_gets(tiny_model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def answer(seed):
+        reply = tiny_model.chat(QUESTION, reply="free", seed=seed, max_new_tokens=16, force_image_after=EVERY_FEW_TOKENS,
+                                max_images=1)
+        return reply.text, [image.tobytes() for image in reply.images]
+
+    alone = [answer(seed) for seed in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(answer, range(8)))
+    assert together == alone and all(images for _, images in alone)
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_story_bytes_in_another_process(tiny_model, tmp_path):
+    import hashlib
+    import subprocess
+    import sys
+
+    tiny_model.save_pretrained(tmp_path / "model")
+    code = ("import hashlib, sys; from hart_vlm import HartVLM; m = HartVLM.from_pretrained(sys.argv[1]).eval(); "
+            "s = m.generate_story('How do I assemble a stool?', num_steps=2, seed=7, max_new_tokens=40, "
+            f"force_image_after={EVERY_FEW_TOKENS!r}); s.save(sys.argv[2]); "
+            "print(hashlib.sha256(open(sys.argv[2] + '/story.json', 'rb').read() + "
+            "b''.join(st.image.tobytes() for st in s.steps if st.image)).hexdigest())")
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "model"), str(tmp_path / f"s{i}")],
+                             stdout=subprocess.PIPE, text=True) for i in range(2)]
+    digests = [run.communicate(timeout=300)[0].strip() for run in runs]
+    story = tiny_model.generate_story("How do I assemble a stool?", num_steps=2, seed=7, max_new_tokens=40,
+                                      force_image_after=EVERY_FEW_TOKENS)
+    story.save(tmp_path / "here")
+    here = hashlib.sha256((tmp_path / "here" / "story.json").read_bytes()
+                          + b"".join(s.image.tobytes() for s in story.steps if s.image)).hexdigest()
+    assert digests == [here, here]
