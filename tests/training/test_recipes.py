@@ -255,3 +255,37 @@ def test_lora_on_a_known_llm_saves_a_package_and_trains_on_from_it(fake_smollm2,
     key = next(iter(before))
     assert not torch.equal(before[key], after[key])  # trained on
     assert (second.saved["adapter"] / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_to_the_straight_runs_weights(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import ROOT
+
+    def args(out):
+        return vlm_args(out) + ["--max-steps", "12", "--schedule-steps", "12", "--warmup-steps", "1", "--eval-every", "0",
+                                "--save-every", "1", "--keep-checkpoints", "20"]
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    process = subprocess.Popen([sys.executable, str(ROOT / "training" / "train_vlm.py"), *args(killed)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "step_00000003" / "config.yaml").exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before its third checkpoint"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (killed / "model").exists()  # it did not finish
+    resumed = run_recipe("train_vlm", args(killed) + ["--resume"])
+    straight = run_recipe("train_vlm", args(tmp_path / "straight"))
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert resumed.step == 12 and [k for k in a if not torch.equal(a[k], b[k])] == []
+    steps = [row["step"] for row in metrics(killed) if row["split"] == "train"]
+    assert steps == sorted(set(steps))  # each logged once
