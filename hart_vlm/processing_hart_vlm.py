@@ -219,9 +219,21 @@ class HartVLMProcessor(ProcessorMixin):
         cfg_path = os.path.join(path, PROCESSOR_CONFIG)
         if not os.path.isfile(cfg_path):
             raise ValueError(f"{str(path)!r} holds no {PROCESSOR_CONFIG}; it was not saved by HartVLMProcessor.save_pretrained")
-        with open(cfg_path) as f:
-            cfg = json.load(f)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        keys = ("image_size", "v_patch_nums", "image_context_block")
+        try:
+            with open(cfg_path, encoding="utf-8") as f:
+                cfg = json.load(f)
+            if not isinstance(cfg, dict) or any(k not in cfg for k in keys):
+                raise ValueError(f"a JSON object with {list(keys)} is expected")
+        except ValueError as error:
+            raise ValueError(f"{cfg_path}: not a valid processor config ({error})") from None
+        if not any(os.path.isfile(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer.model")):
+            raise ValueError(f"{os.path.join(path, 'tokenizer.json')}: missing; the processor's text tokenizer is saved "
+                             "there (HartVLMProcessor.save_pretrained)")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path}: the text tokenizer could not be read ({str(error).splitlines()[0]})") from None
         return cls(tokenizer, image_size=cfg["image_size"], v_patch_nums=cfg["v_patch_nums"],
                    image_context_block=cfg["image_context_block"])
 

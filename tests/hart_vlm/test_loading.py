@@ -57,3 +57,17 @@ def test_a_config_that_does_not_describe_the_weights_is_refused(saved, change, k
     _edit_config(saved, change)
     with pytest.raises(ValueError, match=f"do not match the model its config.json describes: {kind}"):
         HartVLM.from_pretrained(saved)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: (f / "tokenizer.json").unlink(), r"tokenizer.json: missing"),
+    (lambda f: (f / "tokenizer.json").write_text('{"broken": '), r"the text tokenizer could not be read"),
+    (lambda f: (f / "hart_vlm_processor.json").write_text("{broken"), r"hart_vlm_processor.json: not a valid processor"),
+    (lambda f: (f / "hart_vlm_processor.json").write_text('{"image_size": 128}'),
+     r"hart_vlm_processor.json: not a valid processor config \(a JSON object with \['image_size'"),
+    (lambda f: (f / "config.json").write_text("{"), r"config.json"),
+])
+def test_a_broken_tokenizer_or_processor_file_is_named(saved, damage, message):
+    damage(saved)
+    with pytest.raises((ValueError, OSError), match=message):
+        HartVLM.from_pretrained(saved)
