@@ -98,3 +98,10 @@ def test_a_guide_in_chat_is_the_story_generate_story_draws_and_streams_the_same(
         images += isinstance(event, ImageDone)
         done = event.response if isinstance(event, Done) else done
     assert streamed == "".join(texts) and images == len(reply.images) and done.parts == reply.parts
+
+
+def test_the_default_model_answers_a_drawing_request_with_a_sentence_and_the_picture(default_model):
+    for request in ("Draw a small oak stool seen from the front left.", "Show me a picture of a white bookcase."):
+        reply = default_model.chat(user(request), seed=0)
+        assert len(reply.parts) == 2 and len(reply.images) == 1, reply.parts
+        assert reply.parts[0].startswith("Here is ") and reply.parts[0].rstrip().endswith("."), reply.parts[0]
