@@ -272,7 +272,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_straight_runs_weights(tmp_path
                                 "--save-every", "1", "--keep-checkpoints", "20"]
 
     killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    # the same thread count as this process, whose runs it is compared with (reductions depend on it)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "OMP_WAIT_POLICY": "PASSIVE"}
     process = subprocess.Popen([sys.executable, str(ROOT / "training" / "train_vlm.py"), *args(killed)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
