@@ -117,7 +117,8 @@ class Conversation:
 
 
 def build_app(model, title: str = "hart-vlm"):
-    """The Gradio Blocks of the chat page around `model`."""
+    """The Gradio Blocks of the chat page around `model` (to launch it yourself, pass
+    `allowed_paths=[str(hart_vlm.app.FILES)]`: the pictures are files there)."""
     import gradio as gr
 
     with gr.Blocks(title=title, analytics_enabled=False) as app:
@@ -138,7 +139,8 @@ def build_app(model, title: str = "hart-vlm"):
 
         def respond(message, conversation, cfg_value, temperature_value, seed_value):
             if conversation is None:
-                conversation = Conversation(Path(tempfile.mkdtemp(prefix="hart_vlm_chat_", dir=_ROOT)))
+                FILES.mkdir(parents=True, exist_ok=True)
+                conversation = Conversation(Path(tempfile.mkdtemp(prefix="hart_vlm_chat_", dir=FILES)))
             files = (message or {}).get("files") or []
             try:
                 settings = Settings(cfg=cfg_value, temperature=temperature_value, seed=seed_value)
@@ -153,7 +155,7 @@ def build_app(model, title: str = "hart-vlm"):
     return app
 
 
-_ROOT = Path(tempfile.gettempdir()) / "hart_vlm_app"
+FILES = Path(tempfile.gettempdir()) / "hart_vlm_app"  # the pictures and stories the page shows
 
 
 def serve(model_name: str | None = None, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu",
@@ -167,11 +169,11 @@ def serve(model_name: str | None = None, host: str = "127.0.0.1", port: int = 78
     from hart_vlm.cli_generate import check_device, load_named_model
 
     check_device(device)
-    _ROOT.mkdir(parents=True, exist_ok=True)
+    FILES.mkdir(parents=True, exist_ok=True)
     model = load_named_model(model_name, device)
     app = build_app(model)
     app.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
-    app.launch(server_name=host, server_port=port, allowed_paths=[str(_ROOT)], prevent_thread_lock=not block,
+    app.launch(server_name=host, server_port=port, allowed_paths=[str(FILES)], prevent_thread_lock=not block,
                quiet=not block, show_error=True, footer_links=[])
     return app
 
