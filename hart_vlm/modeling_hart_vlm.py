@@ -28,7 +28,7 @@ from hart.tokenizer import HybridEncoding, HybridTokenizer
 
 from .bridge import ImageBridge
 from .configuration_hart_vlm import HartVLMConfig
-from .sampling import SamplingConfig, read_generation_config
+from .sampling import SamplingConfig
 
 IGNORE_INDEX = -100
 
@@ -346,52 +346,24 @@ class HartVLM(HartVLMPreTrainedModel):
         (hart_vlm.generation).
 
         messages: [{"role": "user", "content": [{"type": "text", "text": ...}, {"type": "image",
-        "image": PIL.Image}]}, ...] or a list of such conversations. reply: what kind of answer
-        (hart_vlm.stories.replies): "auto" reads it from the last user turn: a guide request gets
-        its steps with a picture after each, as `generate_story` draws them; a drawing request one
-        picture; anything else, and a question about a picture, text only. "guide", "picture" and
-        "text" choose the kind; "free" lets the model draw whenever it writes `<|image_start|>`
-        (what "auto" does when `force_image_after` is given: the caller places the pictures).
-        Sampling arguments are the fields of :class:`hart_vlm.sampling.SamplingConfig`; with
-        `generation_config` (a `transformers.GenerationConfig`) what it sets, and keyword
-        arguments over that; both win over the kind's settings, and all over the model's own
-        defaults (`model.generation_config`, saved with it). `streamer`: transformers' streamer
-        protocol (`put`/`end`, e.g. `TextStreamer(processor.tokenizer, skip_prompt=True)`). Returns a `ChatResponse` (a list of them for a batch); with
-        `stream=True`, an iterator of events (`TextDelta`, `ImagePreview`, `ImageDone`, `Done`)
-        that add up to the same answer. Randomness comes only from `generator` (or a new one
-        seeded with `seed`), never from the global RNG. `step_check` ("auto": the kind's, a
-        plan follower for guides; None; or a `hart_vlm.generation.StepCheck`), with
-        `force_image_after`, reads every line that is about to get its image and may have it
-        written again (`step_retries` times at most) or end the answer before it.
+        "image": PIL.Image}]}, ...] or a list of such conversations. reply: the kind of answer
+        (hart_vlm.stories.replies): "auto" reads it from the last user turn (a guide: a picture
+        after each step, as `generate_story` draws them; a drawing: a sentence and its picture;
+        anything else: text), or "guide", "picture", "text", "free" (the model draws whenever it
+        writes `<|image_start|>`). Sampling arguments are the fields of
+        :class:`hart_vlm.sampling.SamplingConfig`, over what `generation_config` (a transformers
+        `GenerationConfig`) sets; both win over the kind's settings and the model's defaults
+        (`model.generation_config`). `streamer`: transformers' streamer protocol (`put`/`end`).
+        Returns a `ChatResponse` (a list for a batch); with `stream=True`, an iterator of events
+        (`TextDelta`, `ImagePreview`, `ImageDone`, `Done`) that add up to the same answer.
+        Randomness comes only from `generator` (or a new one seeded with `seed`). `step_check`
+        ("auto": the kind's, a plan follower for guides; None; or a `StepCheck`) reads every line
+        about to get its picture and may have it written again or end the answer before it.
         """
         from .generation import chat
-        from .processing_hart_vlm import validate_messages
-        from .sampling import generation_settings
-        from .stories.replies import REPLY_KINDS, reply_kind, reply_settings
+        from .stories.replies import prepare_reply
 
-        if generation_config is not None:
-            sampling = {**generation_settings(generation_config), **sampling}
-
-        if reply not in REPLY_KINDS:
-            raise ValueError(f"reply must be one of {REPLY_KINDS}, got {reply!r}")
-        if not isinstance(messages, list) or not messages:
-            raise ValueError("messages must be a non-empty list of messages (or of conversations)")
-        conversations = messages if isinstance(messages[0], list) else [messages]
-        for conversation in conversations:  # checked before it is read for the kind of answer
-            validate_messages(conversation)
-        if reply == "auto" and sampling.get("force_image_after") is not None:
-            reply = "free"  # the caller places the pictures
-        if reply == "auto":
-            kinds = sorted({reply_kind(c) for c in conversations})
-            if len(kinds) > 1:
-                raise ValueError(f"reply='auto': the conversations of this batch ask for different kinds of answer "
-                                 f"({', '.join(kinds)}); batch them by kind or pass reply='guide', 'picture', 'text' "
-                                 f"or 'free'")
-            reply = kinds[0]
-        if reply == "guide" and step_check == "auto" and len(conversations) > 1:
-            raise ValueError("step_check='auto' keeps a guide to its own request's plan, one conversation at a time; "
-                             "for a batch of guide requests pass step_check=None (or answer them one by one)")
-        sampling, step_check = reply_settings(reply, conversations[0], step_check, **sampling)
+        sampling, step_check = prepare_reply(messages, reply, step_check, generation_config, **sampling)
         return chat(self, messages, stream=stream, seed=seed, generator=generator, step_check=step_check,
                     streamer=streamer, **sampling)
 
@@ -402,46 +374,23 @@ class HartVLM(HartVLMPreTrainedModel):
 
         return generate_story(self, prompt, **kwargs)
 
-    # -- saving and loading (the processor travels with the weights) --------------------------
+    # -- saving and loading (the processor and the sampling defaults travel with the weights) -------
     def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        from .loading import save_extras
+
         super().save_pretrained(save_directory, *args, **kwargs)
-        if self.generation_config is not None:
-            SamplingConfig.from_generation_config(self.generation_config).save_generation_config(
-                save_directory)
-        if self.processor is not None:
-            self.processor.save_pretrained(save_directory)
+        save_extras(self, save_directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs) -> "HartVLM":
-        """Loads a saved HartVLM (weights from safetensors; no remote code) and, when the folder
-        holds one, its processor as `.processor`."""
-        from .processing_hart_vlm import PROCESSOR_CONFIG, HartVLMProcessor
+        """Loads a saved HartVLM or a LoRA package (weights from safetensors, checked; no remote
+        code; hart_vlm.loading) and, when the folder holds one, its processor as `.processor`."""
+        from .loading import load_folder
 
-        path = str(pretrained_model_name_or_path)
-        if not os.path.isdir(path):
-            raise ValueError(f"{path!r} is not a folder; HartVLM.from_pretrained loads local folders only")
-        if os.path.isfile(os.path.join(path, "adapter_config.json")):  # a LoRA package (hart_vlm.lora)
-            from .lora import load_adapter_package
+        def load_weights(path: str, **options):
+            return super(HartVLM, cls).from_pretrained(path, *args, **options)
 
-            return load_adapter_package(path, dtype=kwargs.get("dtype", "auto"))
-        if isinstance(kwargs.get("config"), HartVLMConfig):
-            from .building import check_same_vocabulary
-
-            check_same_vocabulary(HartVLMConfig.from_pretrained(path), kwargs["config"], path)
-        _check_weight_files(path)
-        want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(path, *args, output_loading_info=True, **kwargs)
-        problems = {name: sorted(str(k) for k in info.get(name) or ()) for name in
-                    ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")}
-        if any(problems.values()):  # transformers would fill the gaps with random weights and only log them
-            found = "; ".join(f"{name.replace('_', ' ')} {keys[:5]}{' ...' if len(keys) > 5 else ''} ({len(keys)})"
-                              for name, keys in problems.items() if keys)
-            raise ValueError(f"{path}: the weights do not match the model its config.json describes: {found}. "
-                             "A shard may be missing or truncated, or config.json may not belong to these weights")
-        model.generation_config = read_generation_config(path) or model.generation_config
-        if os.path.isfile(os.path.join(path, PROCESSOR_CONFIG)):
-            model.processor = HartVLMProcessor.from_pretrained(path)
-        return (model, info) if want_info else model
+        return load_folder(str(pretrained_model_name_or_path), load_weights, **kwargs)
 
     # -- building from parts ------------------------------------------------------------------
     @classmethod
@@ -473,32 +422,6 @@ class HartVLM(HartVLMPreTrainedModel):
         from .building import replace_image_tokenizer
 
         return replace_image_tokenizer(self, tokenizer, keep_image_maps)
-
-
-def _check_weight_files(folder: str) -> None:
-    """Every safetensors file of `folder` (and every shard its index names) exists and is whole,
-    checked from the headers before transformers reads them, so that the error names the file."""
-    import json
-
-    from safetensors import SafetensorError, safe_open
-
-    names = {f for f in os.listdir(folder) if f.endswith(".safetensors")}
-    index = os.path.join(folder, "model.safetensors.index.json")
-    if os.path.isfile(index):
-        try:
-            with open(index, encoding="utf-8") as f:
-                names |= set(json.load(f)["weight_map"].values())
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"{index}: not a valid shard index ({error})") from None
-    for name in sorted(names):
-        file = os.path.join(folder, name)
-        if not os.path.isfile(file):
-            raise ValueError(f"{file}: missing (the weights are split into shards; every one is needed)")
-        try:
-            with safe_open(file, "pt"):
-                pass
-        except (SafetensorError, OSError) as error:
-            raise ValueError(f"{file}: not a whole safetensors file ({error})") from None
 
 
 def _context_start_mask(context_start_BL: torch.Tensor):

@@ -104,3 +104,34 @@ def reply_settings(kind: str, conversation: list[dict], step_check="auto", **sam
     elif kind != "free":
         raise ValueError(f"reply must be one of {REPLY_KINDS}, got {kind!r}")
     return sampling, step_check
+
+
+def prepare_reply(messages, reply: str = "auto", step_check="auto", generation_config=None, **sampling):
+    """(sampling, step_check) for `HartVLM.chat(messages, reply=..., ...)`: the messages checked,
+    the kind of answer read (reply "auto", one kind for the whole batch; "free" when the caller
+    gives `force_image_after`), its settings under what `generation_config` and `sampling` set."""
+    from hart_vlm.processing_hart_vlm import validate_messages
+    from hart_vlm.sampling import generation_settings
+
+    if generation_config is not None:
+        sampling = {**generation_settings(generation_config), **sampling}
+    if reply not in REPLY_KINDS:
+        raise ValueError(f"reply must be one of {REPLY_KINDS}, got {reply!r}")
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("messages must be a non-empty list of messages (or of conversations)")
+    conversations = messages if isinstance(messages[0], list) else [messages]
+    for conversation in conversations:  # checked before it is read for the kind of answer
+        validate_messages(conversation)
+    if reply == "auto" and sampling.get("force_image_after") is not None:
+        reply = "free"  # the caller places the pictures
+    if reply == "auto":
+        kinds = sorted({reply_kind(c) for c in conversations})
+        if len(kinds) > 1:
+            raise ValueError(f"reply='auto': the conversations of this batch ask for different kinds of answer "
+                             f"({', '.join(kinds)}); batch them by kind or pass reply='guide', 'picture', 'text' "
+                             f"or 'free'")
+        reply = kinds[0]
+    if reply == "guide" and step_check == "auto" and len(conversations) > 1:
+        raise ValueError("step_check='auto' keeps a guide to its own request's plan, one conversation at a time; "
+                         "for a batch of guide requests pass step_check=None (or answer them one by one)")
+    return reply_settings(reply, conversations[0], step_check, **sampling)
