@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--step-retries must be >= 0, got {args.step_retries}")
     image_sampling = rec.image_sampling(parser, args)
     device = torch.device(args.device)
-    model, source, is_default = rec.load_model(parser, args.model, device)
+    model, source, is_default = rec.load_model(parser, args.model, device, args.dtype)
 
     from hart_vlm.data.assembly import generate_guide
 
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": " ".join(["python evals/assembly_bench.py", *(argv if argv is not None else sys.argv[1:])]),
         "source": source,
         "image_size": resolution,
-        "setup": {"num": args.num, "seed": args.seed, "wording": args.wording,
+        "setup": {"num": args.num, "seed": args.seed, "wording": args.wording, "dtype": args.dtype,
                   "decodings": list(args.decodings), "cfg": args.cfg,
                   "tolerance": args.tolerance,
                   "sampling": sampling, "step_modes": list(args.step_modes)},

@@ -11,6 +11,10 @@ Measured, median (and min / max) over `--repeats` fresh Python processes, on thi
   import hart_vlm; load_default()       the time until the model is ready on the CPU (target: < 5 s),
                                         and the load_default() call alone, timed inside that process
   hart-vlm story PROMPT --out DIR       what `make demo` runs, start-up included (target: < 60 s)
+  first preview                         a fresh process that loads the model and streams
+                                        `model.chat(..., stream=True)` on "Draw a white bookcase.": the
+                                        seconds from that call to its first ImagePreview (a coarse scale
+                                        of the picture) and to its first ImageDone
 
 and each process's peak RSS. Prints a table, saves JSON (evals/results/default_model_speed.json) and
 writes its section of evals/RESULTS.md.
@@ -37,6 +41,12 @@ from hart_vlm.scripts import load_script
 HERE = Path(__file__).resolve().parent
 DEMO_PROMPT = "How do I assemble a two-shelf white bookcase?"
 TARGETS_S = {"load_default": 5.0, "story": 60.0}
+FIRST_PREVIEW = """import time, hart_vlm
+model = hart_vlm.load_default({})
+start, seen = time.perf_counter(), {{}}
+for event in model.chat([{{"role": "user", "content": "Draw a white bookcase."}}], stream=True, seed=0):
+    seen.setdefault(type(event).__name__, time.perf_counter() - start)
+print(seen["ImagePreview"], seen["ImageDone"])"""
 
 
 def _load_speed():
@@ -77,6 +87,7 @@ def measurements(prompt: str, out_dir: Path, seed: int, models: list[str]) -> di
         commands["load_default" + suffix] = [
             python, "-c", f"import time, hart_vlm; t = time.perf_counter(); hart_vlm.load_default("
                           f"{repr(name) if named else ''}); print(time.perf_counter() - t)"]
+        commands["first_preview" + suffix] = [python, "-c", FIRST_PREVIEW.format(repr(name) if named else "")]
         commands["story" + suffix] = [*story, "story", prompt, "--out", str(out_dir), "--seed", str(seed),
                                       *(["--model", name] if named else [])]
     return commands
@@ -100,6 +111,9 @@ def run(repeats: int, prompt: str, seed: int, models: list[str]) -> dict:
                           "times_s": times, "peak_rss_mb": max(rss), "target_s": TARGETS_S.get(name.split(":")[0])}
             if name.startswith("load_default"):  # the child printed the seconds of the call itself
                 rows[name]["call_median_s"] = statistics.median(float(o.split()[-1]) for o in outputs)
+            if name.startswith("first_preview"):  # the child printed the seconds to its first preview and picture
+                rows[name]["preview_median_s"] = statistics.median(float(o.split()[-2]) for o in outputs)
+                rows[name]["picture_median_s"] = statistics.median(float(o.split()[-1]) for o in outputs)
             if name.startswith("story"):
                 rows[name]["output_tail"] = outputs[-1].strip().splitlines()[-3:]
                 story = json.loads((out_dir / "story.json").read_text())
@@ -118,6 +132,10 @@ def table(result: dict) -> str:
                       for name, r in result["rows"].items() if name.startswith("load_default"))
     lines += ["", f"Inside the load_default processes, the `hart_vlm.load_default()` call itself (median): {calls}; "
                   "the rest of each process is Python, torch and transformers start-up."]
+    firsts = ", ".join(f"{name.partition(':')[2] or 'default'} {r['preview_median_s']:.2f} s to the first preview, "
+                       f"{r['picture_median_s']:.2f} s to the picture" for name, r in result["rows"].items()
+                       if name.startswith("first_preview"))
+    lines += ["", f"From the call of `model.chat(..., stream=True)` on \"Draw a white bookcase.\" (median): {firsts}."]
     return "\n".join(lines)
 
 

@@ -70,6 +70,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a packaged model's name (tiny, smollm2) or a saved HartVLM folder "
                              "(default: the default model)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "auto"),
+                        help="the model's dtype ('auto': bf16 where the device computes it natively; the residual "
+                             "heads stay float32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="default evals/results/<eval>_<model>.json")
     parser.add_argument("--plot", type=Path, default=None,
@@ -108,23 +111,25 @@ def image_sampling(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
                               ("diffusion_temperature", args.diffusion_temperature)) if v is not None}
 
 
-def load_model(parser: argparse.ArgumentParser, spec: str | None, device: torch.device):
+def load_model(parser: argparse.ArgumentParser, spec: str | None, device: torch.device, dtype: str = "float32"):
     """(model, name, is_default): the packaged model named `spec`, the saved model in folder
-    `spec`, else the default model; exits with status 2 (argparse's usage error) when there is
-    neither."""
+    `spec`, else the default model, in `dtype` (a torch dtype's name or "auto"); exits with status 2
+    (argparse's usage error) when there is neither."""
     from hart_vlm import default_model
+
+    dtype = dtype if dtype == "auto" else getattr(torch, dtype)
 
     if spec is not None and spec not in default_model.PACKAGED_MODELS:
         path = Path(spec)
         if not (path / "config.json").is_file():
             parser.error(f"--model {spec}: neither a packaged model's name {default_model.PACKAGED_MODELS} "
                          "nor a saved HartVLM folder (no config.json)")
-        return default_model.load_model(path, device), path.resolve().name, False
+        return default_model.load_model(path, device, dtype), path.resolve().name, False
     name = spec or default_model.DEFAULT_MODEL
     if not default_model.has_default_model(name):
         parser.error(f"no model to evaluate: the packaged model {name!r} is not in this installation "
                      f"(looked in {default_model.default_model_path(name)}); pass --model PATH (a saved HartVLM folder)")
-    return default_model.load_default(name, device=device), name, name == default_model.DEFAULT_MODEL
+    return default_model.load_default(name, device=device, dtype=dtype), name, name == default_model.DEFAULT_MODEL
 
 
 def load_baseline(parser: argparse.ArgumentParser, spec: str, device: torch.device):
@@ -426,7 +431,7 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizer = HybridTokenizer.from_pretrained(args.tokenizer, device)
         source, is_default = args.tokenizer.resolve().name, False
     else:
-        model, source, is_default = load_model(parser, args.model, device)
+        model, source, is_default = load_model(parser, args.model, device, args.dtype)
         tokenizer = model.image_tokenizer
     tokenizer = tokenizer.float().eval()
     size = tokenizer.config.image_size

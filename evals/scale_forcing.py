@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--cfg must be >= 0, got {args.cfg}")
     sampling = rec.image_sampling(parser, args)
     device = torch.device(args.device)
-    model, source, is_default = rec.load_model(parser, args.model, device)
+    model, source, is_default = rec.load_model(parser, args.model, device, args.dtype)
     K = model.layout.num_scales
     forced = sorted(set(args.forced if args.forced is not None else range(K + 1)))
     if forced[0] < 0 or forced[-1] > K:

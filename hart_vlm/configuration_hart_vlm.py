@@ -56,6 +56,8 @@ class HartVLMConfig(PreTrainedConfig):
             tokenizer's `z_channels` and its `cond_dim` the backbone's hidden size.
         image_context_block: append `word_embed(full latent)` after the last scale so that later
             text and images see the finished picture (DESIGN.md §3).
+        one_step_head: the model carries a residual head distilled to one step
+            (hart/one_step_head.py), which sampling uses for `diffusion_steps=1`, unguided.
         *_token_id: ids of the special tokens in the text vocabulary.
         text_loss_weight, image_loss_weight, diffusion_loss_weight: the weights of the three
             losses (DESIGN.md §4: CE(text) + λ_img CE(codes) + λ_diff diffusion).
@@ -71,6 +73,7 @@ class HartVLMConfig(PreTrainedConfig):
     hart_tokenizer_config: dict | None = None
     diffusion_head_config: dict | None = None
     image_context_block: bool = True
+    one_step_head: bool = False
     image_start_token_id: int = 0
     image_end_token_id: int = 0
     image_placeholder_token_id: int = 0

@@ -92,8 +92,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtyp
     device = torch.device(device)
     dtype = resolve_dtype(dtype, device)
     with _quiet_loading():
-        model = HartVLM.from_pretrained(path, dtype=dtype)
-    return model.to(device=device, dtype=dtype).eval()
+        model = HartVLM.from_pretrained(path, dtype=dtype)  # the residual heads stay float32
+    return model.to(device=device).eval()
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ from transformers.masking_utils import create_causal_mask
 from transformers.utils import ModelOutput
 
 from hart.diffusion_head import ResidualDiffusionHead
+from hart.one_step_head import OneStepResidualHead
 from hart.tokenizer import HybridEncoding, HybridTokenizer
 
 from .bridge import ImageBridge
@@ -37,10 +38,9 @@ IGNORE_INDEX = -100
 class HartVLMOutput(ModelOutput):
     """Output of :meth:`HartVLM.forward`.
 
-    With labels: the loss and its three parts. Without: `logits` (B, L, T), the text logits of
-    every position, and `image_logits` (N, num_codes, V), the code logits at every image's code
-    positions (its `<|image_start|>` and the inputs of scales 2..K), images in order of appearance.
-    """
+    With labels: the loss and its three parts. Without: `logits` (B, L, T), the text logits of every
+    position, and `image_logits` (N, num_codes, V), the code logits at every image's code positions
+    (`<|image_start|>` and the inputs of scales 2..K), images in order of appearance."""
 
     loss: torch.Tensor | None = None
     text_loss: torch.Tensor | None = None
@@ -61,9 +61,9 @@ class HartVLMPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    # No ties of its own; an empty mapping (not None) tells peft to collect the backbone's tie
-    # (lm_head <-> embed_tokens) from the submodules, so that trainable token rows are shared.
+    # No ties of its own: an empty mapping tells peft to share the backbone's lm_head/embed_tokens rows.
     _tied_weights_keys: dict[str, str] = {}
+    _keep_in_fp32_modules_strict = ["diffusion_head", "one_step_head"]  # noise schedules need float32
 
     def _init_weights(self, module: nn.Module) -> None:
         # The HART tokenizer and the diffusion head initialise themselves in their constructors
@@ -90,6 +90,7 @@ class HartVLM(HartVLMPreTrainedModel):
         self.bridge = ImageBridge(hidden, config.image_tokenizer.z_channels, config.image_tokenizer.vocab_size, config.layout)
         # 4. residual diffusion head on the last scale
         self.diffusion_head = ResidualDiffusionHead(config.head)
+        self.one_step_head = OneStepResidualHead(config.head) if config.one_step_head else None  # 1-step student
         self.layout = config.layout
         self.vocab = config.vocabulary
         self.processor = None  # a HartVLMProcessor, attached by from_pretrained / load_default

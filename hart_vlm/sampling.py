@@ -29,6 +29,7 @@ class SamplingConfig:
     image_top_k: tuple[int, int] = (600, 300)  # (first `image_top_k_switch` scales, the rest)
     image_top_k_switch: int = 7
     image_top_p: float = 1.0
+    # 1: the head distilled to one step where the model has one (hart/one_step_head.py), unguided
     diffusion_steps: int = 8
     # Guidance inside the residual head; None: the same as `cfg` (HART guides the head as the scales).
     # 0 measured better on the tiny model (docs/experiments/head_guidance_zero.md).

@@ -94,15 +94,20 @@ class PictureDrawer:
         pn = self.layout.v_patch_nums[-1]
         guided = self.state.guided
         codes = codes_nL.repeat(2, 1) if guided else codes_nL
-        cond = self.model.head_condition(h_last.flatten(0, 1), codes.flatten())  # (n L or 2 n L, D)
+        # (n L or 2 n L, D) in float32, the heads' dtype in every model (their noise schedules need it)
+        cond = self.model.head_condition(h_last.flatten(0, 1), codes.flatten()).float()
         uncond = None
         if guided:
             cond, uncond = cond.chunk(2)
         head_cfg = s.head_cfg if guided else 0.0
-        residual = self.model.diffusion_head.sample(
-            cond, num_steps=s.diffusion_steps, cfg=head_cfg, temperature=s.diffusion_temperature,
-            generator=self.generator, uncond_NC=uncond if head_cfg > 0 else None,
-        )  # (n * L, z)
+        one_step = self.model.one_step_head
+        if s.diffusion_steps == 1 and head_cfg == 0 and one_step is not None:  # distilled to one step
+            residual = one_step.sample(cond, temperature=s.diffusion_temperature, generator=self.generator)
+        else:
+            residual = self.model.diffusion_head.sample(
+                cond, num_steps=s.diffusion_steps, cfg=head_cfg, temperature=s.diffusion_temperature,
+                generator=self.generator, uncond_NC=uncond if head_cfg > 0 else None,
+            )  # (n * L, z)
         return residual.reshape(n, pn, pn, -1).permute(0, 3, 1, 2).to(h_last.dtype)
 
     def feed_tail(self, rows: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,8 @@ def generate_story(model, prompt: str, num_steps: int | None = None, seed: int |
     num_steps: stop after that many steps (None: when the model ends its answer).
     seed / generator: the source of every random draw (the pictures; the text is greedy unless
         `temperature` is given).
-    on_event: called with every stream event (for progress display).
+    on_event: called with every stream event (for progress display). A story decodes no coarse
+        previews of its pictures unless `preview_every` asks for them (they cost decoder time).
     step_check: "auto" (a `PlanFollower.from_prompt(prompt)` when the prompt names a furniture
         kind: the opening plan ("Overview: (1) ...; (2) ...") is written again until it lists the
         parts of a piece the prompt allows, each step is kept to the next item of that plan, and
@@ -53,6 +54,8 @@ def generate_story(model, prompt: str, num_steps: int | None = None, seed: int |
     if generation_config is not None:
         sampling = {**generation_settings(generation_config), **sampling}
     sampling, step_check = guide_settings(prompt, num_steps, step_check, **sampling)
+    if sampling.get("preview_every") is None:
+        sampling["preview_every"] = 0
     messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
     response = None
     for event in model.chat(messages, stream=True, seed=seed, generator=generator, reply="free", step_check=step_check,
