@@ -420,6 +420,18 @@ def tables(result: dict) -> str:
         for b in r["batches"]:
             share = " | ".join(f"{100 * b['stage_share'][s]:.0f}%" for s in STAGES)
             lines.append(f"| {r['label']} | {b['batch']} | {share} | {sum(b['stage_seconds'].values()):.3f} |")
+    peak = result.get("matmul_peak")
+    if peak:
+        lines += ["", f"Achieved GFLOP/s of the LLM / DiT passes (their FLOPs per image x batch / their seconds), against "
+                      f"this machine's {peak['dtype']} matrix-product peak measured in the same run "
+                      f"({peak['gflops']:.0f} GFLOP/s, {peak['size']}x{peak['size']} products):", "",
+                  "| method | batch | GFLOP/s | of the peak |", "| --- | ---: | ---: | ---: |"]
+        for r in rows:
+            for b in r["batches"]:
+                seconds = b["stage_seconds"].get("transformer", 0.0)
+                if seconds > 0:
+                    rate = r["flops_per_image_by_stage"]["transformer"] * b["batch"] / seconds / 1e9
+                    lines.append(f"| {r['label']} | {b['batch']} | {rate:.1f} | {100 * rate / peak['gflops']:.0f}% |")
     lines += ["", "GFLOPs per image by stage (one batch-1 call, CFG rows included):", "",
               "| method | LLM / DiT passes | residual head | decoder | other | total |",
               "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -428,6 +440,20 @@ def tables(result: dict) -> str:
         lines.append(f"| {r['label']} | " + " | ".join(f"{f[s] / 1e9:.3f}" for s in STAGES)
                      + f" | {r['flops_per_image'] / 1e9:.3f} |")
     return "\n".join(lines)
+
+
+def matmul_peak(dtype: str, device: torch.device, size: int = 2048, repeats: int = 10) -> dict:
+    """GFLOP/s of square matrix products in `dtype` on `device` (the best of `repeats`), with the
+    threads this process runs with: the ceiling the LLM passes are measured against."""
+    a, b = (torch.randn(size, size, device=device).to(getattr(torch, dtype)) for _ in range(2))
+    best = float("inf")
+    for _ in range(repeats + 2):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return {"dtype": dtype, "size": size, "gflops": 2 * size**3 / best / 1e9}
 
 
 def summary_line(result: dict) -> str | None:
@@ -666,6 +692,7 @@ def _run(args: argparse.Namespace, command: str, settings: Settings, device: tor
         "load_average": {"before": list(load_before), "after": list(load_after), "usable_cores": usable,
                          "busy": max(load_before[0], load_before[1]) >= 0.5 * usable},
         "methods": rows,
+        "matmul_peak": matmul_peak(settings.dtype, device),
         "summary": {"batch": batch, "next_scale_vs_raster": ratio("next_scale", "raster", batch),
                     "next_scale_vs_diffusion": ratio("next_scale", "diffusion", batch),
                     "by_batch": {str(b): {"next_scale_vs_raster": ratio("next_scale", "raster", b),

@@ -78,6 +78,8 @@ def test_tables_plot_markdown_and_the_last_line(tiny_run):
     lines = stdout.strip().splitlines()
     assert LAST_LINE.match(lines[-1]), lines[-1]
     assert "random weights" in stdout and "| (b) raster, one code per pass |" in stdout
+    peak = json.loads(paths["json"].read_text())["matmul_peak"]
+    assert peak["gflops"] > 0 and f"matrix-product peak measured in the same run ({peak['gflops']:.0f} GFLOP/s" in stdout
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = paths["md"].read_text()
     assert text.count("<!-- speed:tiny:cpu -->") == 1 and lines[-1] in text
