@@ -57,6 +57,7 @@ def forcing_generator(model, sampling, generator: torch.Generator, forced_scales
     """A picture drawer whose batch row b copies the true codes of the first `forced_scales[b]`
     scales (set `true_codes` before drawing) and records what it drew (`drawn`)."""
     from hart_vlm.generation import DecodeState, PictureDrawer
+    from hart_vlm.generation.pictures import finish
     from hart_vlm.layout import TEXT_BLOCK
 
     class ScaleForcingDrawer(PictureDrawer):
@@ -92,7 +93,7 @@ def forcing_generator(model, sampling, generator: torch.Generator, forced_scales
             rows = torch.arange(n, device=input_ids.device)
             state.hide_context(rows)  # the unconditional twins see only the picture (as in generation)
             hidden = state.feed(model.embed_ids(ids), torch.ones_like(ids, dtype=torch.bool), torch.full_like(ids, TEXT_BLOCK))
-            _, images, _ = self.draw(rows, hidden[:, -1])
+            images, _ = finish(self.draw(rows, hidden[:, -1]))  # previews dropped
             return images
 
     return ScaleForcingDrawer()

@@ -189,7 +189,8 @@ def raster_drawer():
     from hart_vlm.generation import PictureDrawer
 
     class RasterDrawer(PictureDrawer):
-        def draw(self, rows, h_start):
+        def draw(self, rows, h_start):  # a generator, as PictureDrawer.draw; it has no previews to yield
+            yield from ()
             model, layout, state = self.model, self.layout, self.state
             n, K = rows.shape[0], layout.num_scales
             pn = layout.v_patch_nums[-1]
@@ -208,7 +209,7 @@ def raster_drawer():
             end_ids = torch.full((n, 1), model.vocab.image_end_id, device=h.device)
             h_end = state.feed_rows(rows, model.embed_ids(end_ids))[:, -1]
             state.mirror_twins(rows)
-            return [], images, h_end
+            return images, h_end
 
     return RasterDrawer
 

@@ -121,8 +121,7 @@ class InterleavedGenerator:
                 rows = is_image.nonzero()[:, 0]
                 for b in rows.tolist():
                     yield from self._flush_text(b)
-                previews, images, h_end = drawer.draw(rows, hidden[state.rows_for(rows), -1])
-                yield from previews
+                images, h_end = yield from drawer.draw(rows, hidden[state.rows_for(rows), -1])  # previews stream
                 for i, b in enumerate(rows.tolist()):
                     records[b].parts.append(images[i])
                     records[b].images += 1

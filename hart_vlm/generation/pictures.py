@@ -11,6 +11,7 @@ that context dropout gives in training).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +30,15 @@ class DrawnCodes:
     codes: torch.Tensor  # (n, pn_K²) the last scale's codes
     f_hat: torch.Tensor  # (n, z, pn_K, pn_K) the sum of every scale's codes
     hidden: torch.Tensor  # (n or 2n, pn_K², D) hidden states on the last scale's positions
-    previews: list[tuple[int, torch.Tensor]]  # (scale index, f_hat after it)
+
+
+def finish(drawing) -> tuple[list, torch.Tensor]:
+    """Runs a `PictureDrawer.draw` generator to its end, dropping its previews: (images, h_end)."""
+    while True:
+        try:
+            next(drawing)
+        except StopIteration as done:
+            return done.value
 
 
 class PictureDrawer:
@@ -37,41 +46,39 @@ class PictureDrawer:
         self.model, self.s, self.state, self.generator = model, sampling, state, generator
         self.layout, self.tok = model.layout, model.image_tokenizer
 
-    def draw(self, rows: torch.Tensor, h_start: torch.Tensor) -> tuple[list[ImagePreview], list, torch.Tensor]:
+    def draw(self, rows: torch.Tensor, h_start: torch.Tensor) -> Iterator[ImagePreview]:
         """One picture for each conditional row in `rows` (n,), from the hidden states at their
-        `<|image_start|>` (n or 2n, D). Returns (preview events, PIL images, hidden states at
-        `<|image_end|>` (n or 2n, D))."""
-        drawn = self.draw_codes(rows, h_start)
+        `<|image_start|>` (n or 2n, D). A generator: it yields each coarse preview as soon as its
+        scale is drawn and returns (PIL images, hidden states at `<|image_end|>` (n or 2n, D))
+        (`images, h_end = yield from drawer.draw(...)`)."""
+        drawn = yield from self.draw_codes(rows, h_start)
         latent = drawn.f_hat
         if self.s.use_residual:
             latent = drawn.f_hat + self.sample_residual(drawn.hidden, drawn.codes)
         images = [tensor_to_pil(image) for image in self.tok.decode_latent(latent)]
-        previews = []
-        for k, f_hat in drawn.previews:
-            decoded = self.tok.decode_latent(f_hat)
-            previews += [ImagePreview(tensor_to_pil(decoded[i]), scale_index=k, num_scales=self.layout.num_scales, row=b)
-                         for i, b in enumerate(rows.tolist())]
         h_end = self.feed_tail(rows, latent)
         self.state.mirror_twins(rows)
-        return previews, images, h_end
+        return images, h_end
 
-    def draw_codes(self, rows: torch.Tensor, h_start: torch.Tensor) -> DrawnCodes:
-        """Next-scale prediction of one code pyramid per conditional row, one forward pass per scale."""
+    def draw_codes(self, rows: torch.Tensor, h_start: torch.Tensor) -> Iterator[ImagePreview]:
+        """The code pyramid, scale by scale (one pass each), yielding the previews `preview_every`
+        asks for on the way; returns the `DrawnCodes`."""
         model, layout = self.model, self.layout
         n, K = rows.shape[0], layout.num_scales
         f_hat = self.tok.init_f_hat(n, device=h_start.device, dtype=h_start.dtype)
         h = h_start[:, None]  # (n or 2n, 1, D)
-        previews = []
         for k in range(K):
             codes = self.sample_codes(h, k)  # (n, pn_k²)
             f_hat, next_in = self.tok.next_scale_step(f_hat, k, codes)
             if self.s.preview_every and (k + 1) % self.s.preview_every == 0 and k < K - 1:
-                previews.append((k, f_hat))
+                decoded = self.tok.decode_latent(f_hat)
+                for i, b in enumerate(rows.tolist()):
+                    yield ImagePreview(tensor_to_pil(decoded[i]), scale_index=k, num_scales=K, row=b)
             if k == K - 1:
                 break
             embeds = model.embed_image_inputs(next_in.to(h.dtype), positions=layout.input_block(k + 1))
             h = self.state.feed_rows(rows, embeds, block="scale")
-        return DrawnCodes(codes, f_hat, h, previews)
+        return DrawnCodes(codes, f_hat, h)
 
     def sample_codes(self, h: torch.Tensor, k: int) -> torch.Tensor:
         """Scale k's codes from the hidden states of its positions (n or 2n, pn², D)."""

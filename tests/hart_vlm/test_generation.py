@@ -75,6 +75,19 @@ def test_streamed_events_add_up_to_the_answer(tiny_model):
     assert sum(isinstance(e, ImagePreview) for e in default_events) == 2 * ((tiny_model.layout.num_scales - 1) // 2)
 
 
+def test_a_preview_arrives_while_its_picture_is_still_being_drawn(tiny_model, monkeypatch):
+    scales_drawn = []
+    original = tiny_model.image_logits
+    monkeypatch.setattr(tiny_model, "image_logits", lambda h: scales_drawn.append(1) or original(h))
+    seen = []
+    for event in tiny_model.chat(QUESTION, stream=True, seed=3, max_new_tokens=10, force_image_after="^",
+                                 max_images=1, preview_every=1):
+        if isinstance(event, ImagePreview):
+            seen.append((event.scale_index, len(scales_drawn)))
+    K = tiny_model.layout.num_scales
+    assert seen == [(k, k + 1) for k in range(K - 1)]  # the preview of scale k before scale k + 1 is drawn
+
+
 def test_cfg_zero_equals_unguided(tiny_model):
     """cfg = 0 runs no unconditional rows; with the rows present but a vanishing weight the
     answer is the same: the twins never leak into the conditional rows."""
