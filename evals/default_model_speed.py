@@ -107,7 +107,8 @@ def run(repeats: int, prompt: str, seed: int, models: list[str]) -> dict:
                 outputs.append(out)
             shown = [Path(argv[0]).name, *("OUT" if a == str(out_dir) else a for a in argv[1:])]
             if name.startswith("first_preview"):  # the script is many lines: name it instead
-                shown = [shown[0], "-c", f"load_default({argv[-1].split('load_default(')[1].split(')')[0]}), "
+                model = name.partition(":")[2]
+                shown = [shown[0], "-c", f"load_default({repr(model) if model else ''}), "
                                          "then chat([Draw a white bookcase.], stream=True)"]
             rows[name] = {"command": shlex.join(shown),
                           "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),

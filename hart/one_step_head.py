@@ -18,6 +18,8 @@ head is unguided (`SamplingConfig.diffusion_cfg == 0`).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -29,10 +31,8 @@ class OneStepResidualHead(nn.Module):
 
     def __init__(self, config: ResidualDiffusionHeadConfig):
         super().__init__()
-        if not isinstance(config, ResidualDiffusionHeadConfig):
-            raise TypeError(f"config must be a ResidualDiffusionHeadConfig, got {type(config).__name__}")
+        self.net = ResidualDiffusionHead(config)  # the teacher's architecture (it checks the config), at t = T - 1 only
         self.config = config
-        self.net = ResidualDiffusionHead(config)  # the teacher's architecture, evaluated at t = T - 1 only
 
     @classmethod
     def from_teacher(cls, teacher: ResidualDiffusionHead) -> OneStepResidualHead:
@@ -58,7 +58,7 @@ class OneStepResidualHead(nn.Module):
         point per condition). Randomness comes only from `generator` (a fresh OS-seeded one if None)."""
         c = self.config
         _check_matrix("cond_NC", cond_NC, c.cond_dim, "cond_dim")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature < math.inf:
             raise ValueError(f"temperature must be a finite float >= 0, got {temperature!r}")
         if generator is None:
             generator = torch.Generator(device=cond_NC.device)

@@ -4,7 +4,8 @@
     python training/distill_head.py --model tiny --out runs/distill_head --package   # into the package
 
 1. conditions: the head's inputs while the model draws the pictures of stories it writes for
-   training-split guides (never the benchmark's held-out ones), cached in OUT/conditions.safetensors;
+   training-split guides (never the benchmark's held-out ones; every other story's text sampled at
+   temperature 0.7, the rest greedy), cached in OUT/conditions.safetensors;
 2. regression pairs: the teacher's DDIM (eta = 0) sample from each of `--pairs` noises per condition;
 3. the student (a copy of the teacher run at t = T - 1) regresses the pairs (mean squared error);
 4. every `--eval-every` steps, on held-out conditions, the student's samples against the 8-step
@@ -79,8 +80,6 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init", type=Path, default=None,
-                   help="start the student from this one_step_head.safetensors (an earlier run's) instead of the teacher")
     p.add_argument("--package", action="store_true", help="store the student in the package afterwards")
     args = p.parse_args(argv)
     for name in ("stories", "pairs", "ode_steps", "steps", "batch", "eval_every"):
@@ -133,8 +132,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(json.dumps({k: v for k, v in history.items() if k != "student"}), flush=True)
 
     student = OneStepResidualHead.from_teacher(teacher)
-    if args.init is not None:
-        student.load_state_dict(load_tensors(args.init, "one_step_head", "one-step head", "distill_head.py")[0])
     student.train().requires_grad_(True)
     opt = torch.optim.Adam(student.parameters(), lr=args.lr)
     g = torch.Generator().manual_seed(args.seed + 2)

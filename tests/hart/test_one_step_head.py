@@ -42,8 +42,9 @@ def test_sampling_is_seeded_and_checks_its_arguments(teacher):
     assert torch.equal(a, b) and a.shape == (5, TARGET_DIM)
     with pytest.raises(ValueError, match="cond_NC must have shape"):
         student.sample(torch.randn(5, COND_DIM + 1))
-    with pytest.raises(ValueError, match="temperature"):
-        student.sample(cond, temperature=-1.0)
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="temperature"):
+            student.sample(cond, temperature=bad)
     with pytest.raises(TypeError, match="ResidualDiffusionHeadConfig"):
         OneStepResidualHead({"width": 4})
 
