@@ -1,24 +1,33 @@
-"""Reading pictures: questions about held-out renders, in the trained wordings and in a family of
-wordings no training example uses, answers checked against the ground truth.
+"""Reading pictures: questions about held-out renders and about pictures the model drew itself, in
+the trained wordings and in a family of wordings no training example uses, answers checked against
+the ground truth.
 
-    python evals/understanding.py --models tiny smollm2 --num 40 [--json evals/results/understanding.json]
+    python evals/understanding.py --models tiny smollm2 --num 30 --drawn 8 [--json evals/results/understanding.json]
 
-For question example i of the held-out split (`plan_question(i, "heldout", seed, wording)`: a render
-of a (kind, material, size) combination training never saw, at some stage of its assembly, and a
-question about its kind, material, parts in place or progress; and the same pictures asked
-"Describe the furniture in this image." for the description family), each model answers greedily
-and the answer is read with the data's own parser:
+Held-out renders: picture i of the held-out split (`plan_question(i, "heldout", seed, wording,
+topic)`: a render of a (kind, material, size) combination training never saw, at some stage of its
+assembly) is asked every question topic in both wording families, and "Describe the furniture in
+this image."; each model answers greedily and the answer is read with the data's own parser:
 
   kind       the furniture kind the answer names (follow.detect_kind) is the picture's
   material   the first material word in the answer is the picture's material
   parts      F1 of the parts named as in place (before any "missing" / "not yet" clause) against
              the parts the picture shows
   progress   a "yes"/"no" first word that matches whether every part is in place
+  step       the guide's steps listed under the question: the first number in the answer is the
+             step after which the picture was taken
+  match      one step quoted ("Does this picture match "Step 3: ..."?"; half the time the
+             picture's own step, else another): a "yes"/"no" first word that is right
+  judge      the same pictures and quoted steps judged as a story's self-check judges them
+             (`picture_checks`: P("Yes") >= P("No") for the first answer token, one fixed wording)
 
-Families: "trained" (wordings.QUESTIONS, the wordings of the training data of models trained with
-the "question" task), "unseen" (wordings.UNSEEN_QUESTIONS) and "describe" (the one request the
-tiny model's data used; its answer is scored for kind, material and parts at once). The tiny model
-never saw the question task: its rows measure how far its descriptions carry.
+Families: "trained" (wordings.QUESTIONS, the wordings of the "question" task of the training
+mixture), "unseen" (wordings.UNSEEN_QUESTIONS, never trained on), "describe" (the description
+request; its answer is scored for kind, material and parts at once) and "drawn": the model's own
+story for held-out guide i (generate_story's defaults), each picture asked its kind, material,
+which of the story's steps it shows and whether it matches its own step and a neighbouring one, in
+the trained wordings. A drawn picture's truth is what it was drawn for (the guide's kind and
+material, the step it follows), so the drawn row also pays for pictures drawn wrong.
 """
 
 from __future__ import annotations
@@ -30,7 +39,9 @@ import re
 import time
 from pathlib import Path
 
-from hart_vlm.data.assembly import MATERIALS, caption_messages, detect_kind, find_mentions, plan_question
+from hart_vlm.data.assembly import (MATERIALS, caption_messages, detect_kind, find_mentions, plan_guide,
+                                    plan_question)
+from hart_vlm.data.assembly.wordings import QUESTIONS
 
 DESCRIBE = "Describe the furniture in this image."
 _NEGATION = re.compile(r"\b(missing|not yet|not fitted|still to come|but not|to come)\b", re.IGNORECASE)
@@ -55,6 +66,16 @@ def parts_f1(kind: str, answer: str, true_parts: set[str], part_names: tuple[str
     return 0.0 if hits == 0 else 2 * hits / (len(named) + len(true_parts))
 
 
+def yes_no(answer: str, truth: bool) -> float:
+    first = (re.findall(r"[a-z]+", answer.lower()) or [""])[0]
+    return float(first in ("yes", "no") and (first == "yes") == truth)
+
+
+def first_number(answer: str) -> int | None:
+    found = re.search(r"\d+", answer)
+    return int(found.group()) if found else None
+
+
 def score(topic: str, answer: str, cap) -> dict[str, float]:
     guide = cap.guide
     present = set(cap.present)
@@ -66,39 +87,108 @@ def score(topic: str, answer: str, cap) -> dict[str, float]:
     if topic == "parts":
         return {"parts": parts_f1(guide.kind, answer, present, names, guide.description)}
     if topic == "progress":
-        first = (re.findall(r"[a-z]+", answer.lower()) or [""])[0]
-        return {"progress": float(first in ("yes", "no") and (first == "yes") == (present == set(names)))}
+        return {"progress": yes_no(answer, present == set(names))}
+    if topic == "step":
+        return {"step": float(first_number(answer) == cap.num_steps)}
+    if topic == "match":
+        return {"match": yes_no(answer, cap.asked_step == cap.num_steps)}
     # the description answers all three
     return {"kind": float(detect_kind(answer) == guide.kind), "material": float(material_of(answer) == guide.material),
             "parts": parts_f1(guide.kind, answer, present, names, guide.description)}
 
 
+TOPICS = tuple(QUESTIONS)  # kind, material, parts, progress, step, match
+FAMILIES = ("trained", "unseen", "describe", "drawn")
+METRICS = ("kind", "material", "parts", "progress", "step", "match", "judge")
+
+
 def examples(num: int, seed: int):
-    """(family, topic, question, CaptionPlan) for every question asked."""
+    """(family, topic, question, CaptionPlan) for every question asked about the held-out renders."""
     for i in range(num):
         for family, wording in (("trained", "varied"), ("unseen", "unseen")):
-            cap = plan_question(i, "heldout", seed, wording)
-            yield family, cap.task.split(":")[1], cap.user_text, cap
-        cap = plan_question(i, "heldout", seed, "varied")
+            for topic in TOPICS:
+                cap = plan_question(i, "heldout", seed, wording, topic)
+                yield family, topic, cap.user_text, cap
+        cap = plan_question(i, "heldout", seed, "varied", "kind")
         yield "describe", "describe", DESCRIBE, cap
 
 
-def evaluate(model, num: int, seed: int, resolution: int) -> dict:
+def ask(model, picture, question: str) -> str:
+    messages = [{"role": "user", "content": [{"type": "image", "image": picture}, {"type": "text", "text": question}]}]
+    return model.chat(messages, seed=0, temperature=0.0, max_new_tokens=96, max_images=0).text
+
+
+def judge(model, picture, line: str, truth: bool) -> float:
+    """1.0 when the story's self-check (hart_vlm.generation.match_probability: P("Yes") against
+    P("No") of the first answer token) judges the picture against `line` rightly."""
+    from hart_vlm.generation import match_probability
+
+    return float(bool(match_probability(model, [picture], [line])[0] >= 0.5) == truth)
+
+
+def drawn_questions(story_steps: list[str], k: int, rng) -> list[tuple[str, str, bool | int | None, str | None]]:
+    """(topic, question, truth, quoted step line) about the picture of step k (1-based) of a story
+    whose step texts are `story_steps`, in the trained wordings, each topic's wording picked by `rng`."""
+    lines = [f"Step {j + 1}: {text}" for j, text in enumerate(story_steps)]
+    pick = lambda topic: QUESTIONS[topic][int(rng.integers(len(QUESTIONS[topic])))]  # noqa: E731
+    asked = [("kind", pick("kind"), None, None), ("material", pick("material"), None, None),
+             ("step", "\n".join([pick("step"), *lines]), k, None),
+             ("match", pick("match").format(step=lines[k - 1]), True, lines[k - 1])]
+    if len(lines) > 1:  # a neighbouring step: the right answer is no
+        other = k + 1 if k < len(lines) else k - 1
+        asked.append(("match", pick("match").format(step=lines[other - 1]), False, lines[other - 1]))
+    return asked
+
+
+def evaluate_drawn(model, num: int, seed: int) -> list[dict]:
+    """Rows of the "drawn" family: questions about the pictures of the model's own stories."""
+    import numpy as np
+
+    rows = []
+    for i in range(num):
+        plan = plan_guide(i, "heldout", seed, "varied")
+        story = model.generate_story(plan.prompt, seed=seed + i)
+        texts = [step.text for step in story.steps]
+        rng = np.random.default_rng([seed, i])
+        for k, step in enumerate(story.steps, start=1):
+            if step.image is None:
+                continue
+            for topic, question, truth, line in drawn_questions(texts, k, rng):
+                answer = ask(model, step.image, question)
+                judged = {} if line is None else {"judge": judge(model, step.image, line, truth)}
+                if topic == "kind":
+                    value = float(detect_kind(answer) == plan.kind)
+                elif topic == "material":
+                    value = float(material_of(answer) == plan.material)
+                elif topic == "step":
+                    value = float(first_number(answer) == truth)
+                else:
+                    value = yes_no(answer, truth)
+                rows.append({"family": "drawn", "topic": topic, "question": question, "answer": answer, topic: value,
+                             **judged})
+    return rows
+
+
+def evaluate(model, num: int, seed: int, resolution: int, drawn: int = 0) -> dict:
     rows = []
     for family, topic, question, cap in examples(num, seed):
         image = caption_messages(cap, resolution)["messages"][0]["content"]
         picture = next(item["image"] for item in image if item["type"] == "image")
-        messages = [{"role": "user", "content": [{"type": "image", "image": picture}, {"type": "text", "text": question}]}]
-        reply = model.chat(messages, seed=0, temperature=0.0, max_new_tokens=96, max_images=0)
-        rows.append({"family": family, "topic": topic, "question": question, "answer": reply.text,
-                     **score(topic, reply.text, cap)})
+        reply = ask(model, picture, question)
+        judged = {}
+        if topic == "match" and family == "trained":  # the self-check's own question, once per picture
+            judged = {"judge": judge(model, picture, cap.guide.step_lines()[cap.asked_step - 1],
+                                     cap.asked_step == cap.num_steps)}
+        rows.append({"family": family, "topic": topic, "question": question, "answer": reply,
+                     **score(topic, reply, cap), **judged})
+    rows += evaluate_drawn(model, drawn, seed)
     return {"rows": rows, "table": summarize(rows)}
 
 
 def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
     table: dict[str, dict[str, float]] = {}
-    for family in ("trained", "unseen", "describe"):
-        for metric in ("kind", "material", "parts", "progress"):
+    for family in FAMILIES:
+        for metric in METRICS:
             values = [r[metric] for r in rows if r["family"] == family and metric in r]
             if values:
                 table.setdefault(family, {})[metric] = round(sum(values) / len(values), 3)
@@ -106,28 +196,33 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    import hart_vlm
+    import torch
+
+    from hart_vlm.scripts import load_script
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["tiny", "smollm2"])
-    parser.add_argument("--num", type=int, default=40, help="held-out pictures per family")
+    parser.add_argument("--models", nargs="+", default=["tiny", "smollm2"],
+                        help="packaged models' names or saved HartVLM folders")
+    parser.add_argument("--num", type=int, default=30, help="held-out renders, each asked every question")
+    parser.add_argument("--drawn", type=int, default=8, help="held-out guides whose stories' pictures are asked about")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    if args.num < 1:
-        parser.error("--num must be >= 1")
+    if args.num < 1 or args.drawn < 0:
+        parser.error("--num must be >= 1 and --drawn >= 0")
+    reconstruction = load_script(Path(__file__).with_name("reconstruction.py"), "evals_reconstruction")
     results = {}
-    for name in args.models:
+    for spec in args.models:
         start = time.time()
-        model = hart_vlm.load_default(name)
-        results[name] = evaluate(model, args.num, args.seed, model.config.image_size)
-        results[name]["seconds"] = round(time.time() - start, 1)
-    print(f"reading held-out renders ({args.num} per family, seed {args.seed}), "
-          f"{platform.processor() or platform.machine()}, greedy text")
-    print("| model | wording | kind | material | parts F1 | progress |\n| --- | --- | --- | --- | --- | --- |")
+        model = reconstruction.load_model(parser, spec, torch.device("cpu"))[0]
+        results[spec] = evaluate(model, args.num, args.seed, model.config.image_size, args.drawn)
+        results[spec]["seconds"] = round(time.time() - start, 1)
+    print(f"reading: {args.num} held-out renders (every question, both wordings), the pictures of {args.drawn} "
+          f"of the model's own stories; seed {args.seed}, {platform.processor() or platform.machine()}, greedy text")
+    print("| model | questions | " + " | ".join(METRICS) + " |\n| --- | --- |" + " ---: |" * len(METRICS))
     for name, r in results.items():
         for family, m in r["table"].items():
-            cells = [f"{m[k]:.2f}" if k in m else "-" for k in ("kind", "material", "parts", "progress")]
+            cells = [f"{m[k]:.2f}" if k in m else "-" for k in METRICS]
             print(f"| {name} | {family} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

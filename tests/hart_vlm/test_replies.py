@@ -41,7 +41,8 @@ def test_drawing_requests_are_pictures_and_the_rest_is_text():
     for text in general + ["Hello! Who are you?", "What is 2+2?", "I like oak furniture."]:
         assert reply_kind(user(text)) == "text", text
     picture = random_image(0)
-    asks = list(DESCRIBE_ASKS) + [q for qs in (*QUESTIONS.values(), *UNSEEN_QUESTIONS.values()) for q in qs]
+    step = "Step 2: Attach the two side panels to the bottom panel."
+    asks = list(DESCRIBE_ASKS) + [q.format(step=step) for qs in (*QUESTIONS.values(), *UNSEEN_QUESTIONS.values()) for q in qs]
     for text in asks + ["How do I assemble this bookcase? Draw each step."]:
         assert reply_kind(user(text, picture)) == "text", text  # a question about a picture is answered in words
     # the last user turn decides, whatever came before

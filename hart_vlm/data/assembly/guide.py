@@ -267,6 +267,7 @@ class CaptionPlan:
     num_steps: int  # the picture shows the state after this many steps
     user_text: str
     assistant_text: str | None  # the description, for task "describe"
+    asked_step: int | None = None  # the step a "question:match" example quotes
 
     @property
     def present(self) -> list[str]:
@@ -287,21 +288,43 @@ def plan_caption(index: int, split: str = "train", seed: int = 0) -> CaptionPlan
     return CaptionPlan(guide, "describe", num_steps, ask, phrasing.description(furniture, desc, guide.view, present, rng))
 
 
-def plan_question(index: int, split: str = "train", seed: int = 0, wording: str = "varied") -> CaptionPlan:
+def plan_question(index: int, split: str = "train", seed: int = 0, wording: str = "varied",
+                  topic: str | None = None) -> CaptionPlan:
     """Question example `index` of `split`: a picture of a piece at some stage and a question
-    about its kind, material, parts in place or progress (wordings.QUESTIONS), with its answer.
-    `wording` "unseen" asks in the family no training example uses (wordings.UNSEEN_QUESTIONS).
-    Its own random stream, independent of the guides and captions."""
+    about its kind, material, parts in place or progress, which step of its guide it shows (the
+    steps listed under the question) or whether it matches one quoted step (wordings.QUESTIONS),
+    with its answer. `wording` "unseen" asks in the family no training example uses
+    (wordings.UNSEEN_QUESTIONS). Its own random stream, independent of the guides and captions;
+    `topic` asks about that topic instead of the drawn one (the same picture either way)."""
     if wording not in ("varied", "unseen"):
         raise ValueError(f"wording must be 'varied' or 'unseen', got {wording!r}")
+    if topic is not None and topic not in wordings.QUESTIONS:
+        raise ValueError(f"topic must be one of {sorted(wordings.QUESTIONS)} or None, got {topic!r}")
     rng = _rng(index, split, seed, _QUESTION_STREAM)
     guide = _plan(rng, index, split, seed)
     total = len(guide.step_parts)
     num_steps = total if rng.random() < 0.4 else int(rng.integers(1, total))
     present = [n for step in guide.step_parts[:num_steps] for n in step]
     questions = wordings.QUESTIONS if wording == "varied" else wordings.UNSEEN_QUESTIONS
-    topic = sorted(questions)[int(rng.integers(len(questions)))]
+    drawn = sorted(questions)[int(rng.integers(len(questions)))]
+    topic = drawn if topic is None else topic
     ask = questions[topic][int(rng.integers(len(questions[topic])))]
+    if wording == "varied":  # a lead-in and a courtesy around it, as users write (often neither)
+        lead = wordings.QUESTION_LEADS[int(rng.integers(len(wordings.QUESTION_LEADS)))]
+        tail = wordings.QUESTION_TAILS[int(rng.integers(len(wordings.QUESTION_TAILS)))]
+        ask = lead + ask + tail
+    if topic == "step":
+        ask = "\n".join([ask, *guide.step_lines()])
+        return CaptionPlan(guide, f"question:{topic}", num_steps, ask, f"It shows the result of step {num_steps}.")
+    if topic == "match":
+        # half the time the picture's own step, else another one (a neighbour as often as not)
+        others = [k for k in range(1, total + 1) if k != num_steps]
+        near = [k for k in others if abs(k - num_steps) == 1]
+        asked = num_steps if rng.random() < 0.5 else int(rng.choice(near if near and rng.random() < 0.5 else others))
+        ask = ask.format(step=guide.step_lines()[asked - 1])
+        answer = (f"Yes, it shows the result of step {asked}." if asked == num_steps
+                  else f"No, it shows {'a later' if num_steps > asked else 'an earlier'} stage than step {asked}.")
+        return CaptionPlan(guide, f"question:{topic}", num_steps, ask, answer, asked_step=asked)
     answer = phrasing.answer_question(topic, guide.furniture, guide.description, guide.material, present, rng)
     return CaptionPlan(guide, f"question:{topic}", num_steps, ask, answer)
 

@@ -127,7 +127,8 @@ def test_the_unseen_wordings_are_never_trained_on():
     from, so that the benchmarks can measure wordings no training example uses."""
     from hart_vlm.data.assembly import plan_question
     from hart_vlm.data.assembly.phrasing import PROMPTS
-    from hart_vlm.data.assembly.wordings import MORE_PROMPTS, QUESTIONS, UNSEEN_PROMPTS, UNSEEN_QUESTIONS
+    from hart_vlm.data.assembly.wordings import (MORE_PROMPTS, QUESTION_LEADS, QUESTION_TAILS, QUESTIONS,
+                                                 UNSEEN_PROMPTS, UNSEEN_QUESTIONS)
 
     def stem(template):  # the words before the first placeholder
         return template.split("{")[0]
@@ -135,9 +136,18 @@ def test_the_unseen_wordings_are_never_trained_on():
     assert not {stem(t) for t in UNSEEN_PROMPTS} & {stem(t) for t in PROMPTS + MORE_PROMPTS}
     trained = [plan_guide(i, "train", 0, "varied").prompt for i in range(400)]
     assert not any(q.startswith(stem(t)) for q in trained for t in UNSEEN_PROMPTS if stem(t))
-    asked = {plan_question(i, "train", 0).user_text for i in range(300)}
-    assert asked <= {q for qs in QUESTIONS.values() for q in qs}
-    assert not asked & {q for qs in UNSEEN_QUESTIONS.values() for q in qs}
+    def bare(ask):  # without the lead-in and courtesy that varied questions get
+        lead = max((x for x in QUESTION_LEADS if ask.startswith(x)), key=len)
+        tail = max((x for x in QUESTION_TAILS if ask.endswith(x)), key=len)
+        return ask[len(lead): len(ask) - len(tail)]
+
+    asked = {bare(plan_question(i, "train", 0).user_text.split("\n")[0]) for i in range(300)}
+
+    def matches(ask, templates):  # the asks quote a step where a template has {step}
+        return any(ask.startswith(stem(t)) and ask.endswith(t.split("}")[-1]) for qs in templates.values() for t in qs)
+
+    assert all(matches(ask, QUESTIONS) for ask in asked)
+    assert not any(matches(ask, UNSEEN_QUESTIONS) for ask in asked)
     with pytest.raises(ValueError, match="wording must be one of"):
         plan_guide(0, "train", 0, "other")
 
@@ -157,7 +167,18 @@ def test_question_answers_say_what_the_picture_shows():
             assert cap.assistant_text.startswith(f"It is {cap.guide.material}")
         elif topic == "progress":
             assert cap.assistant_text.startswith("Yes" if finished else "No")
-    assert topics == {"kind", "material", "parts", "progress"}
+        elif topic == "step":  # the guide's steps are listed under the question
+            assert "\n".join(cap.guide.step_lines()) in cap.user_text
+            assert cap.assistant_text == f"It shows the result of step {cap.num_steps}."
+        elif topic == "match":  # one step quoted, answered yes exactly when it is the picture's
+            assert cap.guide.step_lines()[cap.asked_step - 1] in cap.user_text
+            assert cap.assistant_text.startswith("Yes" if cap.asked_step == cap.num_steps else "No")
+    assert topics == {"kind", "material", "parts", "progress", "step", "match"}
+    # a topic asked of the same picture
+    asked = plan_question(3, "heldout", 0, "unseen", topic="step")
+    assert asked.task == "question:step" and asked.present == plan_question(3, "heldout", 0, "unseen").present
+    with pytest.raises(ValueError, match="topic must be one of"):
+        plan_question(0, "train", 0, topic="colour")
 
 
 def test_caption_examples():
