@@ -314,9 +314,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--step-retries", type=int, default=None,
                         help="with follow-plan, how often a step the check rejects is written again "
                              "(default: SamplingConfig's, 20)")
-    parser.add_argument("--picture-checks", type=int, default=None,
-                        help="self-check: how often a picture the model judges not to match its step is drawn again "
-                             "(default: SamplingConfig's, 0)")
     rec.add_image_sampling_arguments(parser)
     parser.add_argument("--wording", choices=("data", "varied", "unseen"), default="data",
                         help="how each held-out guide is asked for: the data's templates (default), the many ways "
@@ -343,8 +340,6 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--repetition-penalty must be > 0, got {args.repetition_penalty}")
     if args.step_retries is not None and args.step_retries < 0:
         parser.error(f"--step-retries must be >= 0, got {args.step_retries}")
-    if args.picture_checks is not None and args.picture_checks < 0:
-        parser.error(f"--picture-checks must be >= 0, got {args.picture_checks}")
     image_sampling = rec.image_sampling(parser, args)
     device = torch.device(args.device)
     model, source, is_default = rec.load_model(parser, args.model, device, args.dtype)
@@ -355,8 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
     guides = [generate_guide(i, "heldout", args.seed, resolution, args.wording) for i in range(args.num)]
     sampling = {k: v for k, v in (("max_new_tokens", args.max_new_tokens), ("force_image_after", args.force_image_after),
                                   ("temperature", args.temperature), ("top_p", args.top_p),
-                                  ("repetition_penalty", args.repetition_penalty), ("step_retries", args.step_retries),
-                                  ("picture_checks", args.picture_checks))
+                                  ("repetition_penalty", args.repetition_penalty), ("step_retries", args.step_retries))
                 if v is not None} | image_sampling
     rows = run_sweep(model, guides, args.cfg, args.seed, args.tolerance, sampling, tuple(args.step_modes),
                      tuple(args.decodings), tuple(r == "on" for r in args.residual))

@@ -18,8 +18,6 @@ this image."; each model answers greedily and the answer is read with the data's
              step after which the picture was taken
   match      one step quoted ("Does this picture match "Step 3: ..."?"; half the time the
              picture's own step, else another): a "yes"/"no" first word that is right
-  judge      the same pictures and quoted steps judged as a story's self-check judges them
-             (`picture_checks`: P("Yes") >= P("No") for the first answer token, one fixed wording)
 
 Families: "trained" (wordings.QUESTIONS, the wordings of the "question" task of the training
 mixture), "unseen" (wordings.UNSEEN_QUESTIONS, never trained on), "describe" (the description
@@ -99,7 +97,7 @@ def score(topic: str, answer: str, cap) -> dict[str, float]:
 
 TOPICS = tuple(QUESTIONS)  # kind, material, parts, progress, step, match
 FAMILIES = ("trained", "unseen", "describe", "drawn")
-METRICS = ("kind", "material", "parts", "progress", "step", "match", "judge")
+METRICS = ("kind", "material", "parts", "progress", "step", "match")
 
 
 def examples(num: int, seed: int):
@@ -118,25 +116,16 @@ def ask(model, picture, question: str) -> str:
     return model.chat(messages, seed=0, temperature=0.0, max_new_tokens=96, max_images=0).text
 
 
-def judge(model, picture, line: str, truth: bool) -> float:
-    """1.0 when the story's self-check (hart_vlm.generation.match_probability: P("Yes") against
-    P("No") of the first answer token) judges the picture against `line` rightly."""
-    from hart_vlm.generation import match_probability
-
-    return float(bool(match_probability(model, [picture], [line])[0] >= 0.5) == truth)
-
-
-def drawn_questions(story_steps: list[str], k: int, rng) -> list[tuple[str, str, bool | int | None, str | None]]:
-    """(topic, question, truth, quoted step line) about the picture of step k (1-based) of a story
-    whose step texts are `story_steps`, in the trained wordings, each topic's wording picked by `rng`."""
+def drawn_questions(story_steps: list[str], k: int, rng) -> list[tuple[str, str, bool | int | None]]:
+    """(topic, question, truth) about the picture of step k (1-based) of a story whose step texts
+    are `story_steps`, in the trained wordings, each topic's wording picked by `rng`."""
     lines = [f"Step {j + 1}: {text}" for j, text in enumerate(story_steps)]
     pick = lambda topic: QUESTIONS[topic][int(rng.integers(len(QUESTIONS[topic])))]  # noqa: E731
-    asked = [("kind", pick("kind"), None, None), ("material", pick("material"), None, None),
-             ("step", "\n".join([pick("step"), *lines]), k, None),
-             ("match", pick("match").format(step=lines[k - 1]), True, lines[k - 1])]
+    asked = [("kind", pick("kind"), None), ("material", pick("material"), None),
+             ("step", "\n".join([pick("step"), *lines]), k), ("match", pick("match").format(step=lines[k - 1]), True)]
     if len(lines) > 1:  # a neighbouring step: the right answer is no
         other = k + 1 if k < len(lines) else k - 1
-        asked.append(("match", pick("match").format(step=lines[other - 1]), False, lines[other - 1]))
+        asked.append(("match", pick("match").format(step=lines[other - 1]), False))
     return asked
 
 
@@ -153,9 +142,8 @@ def evaluate_drawn(model, num: int, seed: int) -> list[dict]:
         for k, step in enumerate(story.steps, start=1):
             if step.image is None:
                 continue
-            for topic, question, truth, line in drawn_questions(texts, k, rng):
+            for topic, question, truth in drawn_questions(texts, k, rng):
                 answer = ask(model, step.image, question)
-                judged = {} if line is None else {"judge": judge(model, step.image, line, truth)}
                 if topic == "kind":
                     value = float(detect_kind(answer) == plan.kind)
                 elif topic == "material":
@@ -164,8 +152,7 @@ def evaluate_drawn(model, num: int, seed: int) -> list[dict]:
                     value = float(first_number(answer) == truth)
                 else:
                     value = yes_no(answer, truth)
-                rows.append({"family": "drawn", "topic": topic, "question": question, "answer": answer, topic: value,
-                             **judged})
+                rows.append({"family": "drawn", "topic": topic, "question": question, "answer": answer, topic: value})
     return rows
 
 
@@ -175,12 +162,7 @@ def evaluate(model, num: int, seed: int, resolution: int, drawn: int = 0) -> dic
         image = caption_messages(cap, resolution)["messages"][0]["content"]
         picture = next(item["image"] for item in image if item["type"] == "image")
         reply = ask(model, picture, question)
-        judged = {}
-        if topic == "match" and family == "trained":  # the self-check's own question, once per picture
-            judged = {"judge": judge(model, picture, cap.guide.step_lines()[cap.asked_step - 1],
-                                     cap.asked_step == cap.num_steps)}
-        rows.append({"family": family, "topic": topic, "question": question, "answer": reply,
-                     **score(topic, reply, cap), **judged})
+        rows.append({"family": family, "topic": topic, "question": question, "answer": reply, **score(topic, reply, cap)})
     rows += evaluate_drawn(model, drawn, seed)
     return {"rows": rows, "table": summarize(rows)}
 

@@ -48,10 +48,6 @@ class SamplingConfig:
     # A rejected try costs only text tokens (docs/experiments/step_retries.md).
     step_retries: int = 20
     retry_temperature: float = 1.0
-    # Self-check: after each picture the model is shown it and asked whether it matches the line of
-    # text before it (the "match" question of its reading data); a picture it judges not to match is
-    # drawn again, at most this many times, and the last draw stands (hart_vlm.generation.checks).
-    picture_checks: int = 0
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -75,8 +71,6 @@ class SamplingConfig:
             raise ValueError(f"preview_every must be >= 0 or None, got {self.preview_every}")
         if self.step_retries < 0:
             raise ValueError(f"step_retries must be >= 0, got {self.step_retries}")
-        if self.picture_checks < 0:
-            raise ValueError(f"picture_checks must be >= 0, got {self.picture_checks}")
         if self.retry_temperature == 0:
             raise ValueError("retry_temperature must be > 0: a greedy retry repeats the rejected line")
         if self.max_images is not None and self.max_images < 0:
@@ -85,7 +79,7 @@ class SamplingConfig:
             raise ValueError(f"image_top_k must be two non-negative ints (early, late), got {self.image_top_k}")
         self.image_top_k = tuple(int(k) for k in self.image_top_k)
 
-    _INTS = ("max_new_tokens", "top_k", "image_top_k_switch", "diffusion_steps", "step_retries", "picture_checks")
+    _INTS = ("max_new_tokens", "top_k", "image_top_k_switch", "diffusion_steps", "step_retries")
     _OPTIONAL_INTS = ("max_images", "preview_every")
     _FLOATS = ("temperature", "top_p", "repetition_penalty", "cfg", "image_temperature", "image_top_p",
                "diffusion_temperature", "retry_temperature")

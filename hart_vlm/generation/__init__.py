@@ -2,7 +2,6 @@
 
     state.py     DecodeState: the cache, its mask, block ids and positions, fed and taken back
     pictures.py  PictureDrawer: next-scale prediction, guidance, residual head, decoding
-    checks.py    CheckedDrawer: the model reads each picture it drew and redraws one it rejects
     lines.py     StepCheck, Verdict and the line-retry policy
     loop.py      InterleavedGenerator: the text loop that ties them together, as a stream of events
 
@@ -16,21 +15,18 @@ import torch
 from hart_vlm.outputs import ChatResponse, Done
 from hart_vlm.sampling import model_sampling
 
-from .checks import CheckedDrawer, match_probability
 from .lines import StepCheck, Verdict
 from .loop import InterleavedGenerator
 from .pictures import PictureDrawer
 from .state import DecodeState
 
-__all__ = ["CheckedDrawer", "DecodeState", "InterleavedGenerator", "PictureDrawer", "StepCheck", "Verdict", "chat",
-           "match_probability"]
+__all__ = ["DecodeState", "InterleavedGenerator", "PictureDrawer", "StepCheck", "Verdict", "chat"]
 
 
 def chat(model, messages, stream: bool = False, seed: int | None = None, generator: torch.Generator | None = None,
          step_check: StepCheck | None = None, drawer: type[PictureDrawer] = PictureDrawer, streamer=None, **sampling):
     """Answers a conversation (or a batch of them) with interleaved text and images; see
-    `HartVLM.chat`. `drawer`: the class that draws the pictures (evals/speed.py compares another;
-    `picture_checks` > 0 makes the default a `CheckedDrawer`).
+    `HartVLM.chat`. `drawer`: the class that draws the pictures (evals/speed.py compares another).
     `streamer`: an object with transformers' streamer methods (`put(ids)`, `end()`, e.g.
     `transformers.TextStreamer`), given the prompt and then the answer's text ids as they become
     final; one conversation only."""
@@ -58,8 +54,6 @@ def chat(model, messages, stream: bool = False, seed: int | None = None, generat
         raise ValueError(f"the conversation takes {inputs['input_ids'].shape[1]} positions (each image "
                          f"{model.layout.num_positions}) and the model's context holds {context}: shorten it "
                          "to leave room for the answer")
-    if config.picture_checks and drawer is PictureDrawer:
-        drawer = CheckedDrawer
     runner = InterleavedGenerator(model, config, generator, step_check=step_check, drawer=drawer, streamer=streamer)
     events = runner.run(inputs["input_ids"], inputs["attention_mask"], inputs.get("pixel_values"))
     if stream:

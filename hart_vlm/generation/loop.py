@@ -62,7 +62,7 @@ class InterleavedGenerator:
         self.state = state = DecodeState(model, B, guided=s.cfg > 0 or (s.use_residual and s.head_cfg > 0))
         embeds, blocks, _, _ = model.embed_inputs(input_ids, pixel_values)
         hidden = state.prefill(embeds, attention_mask, blocks)  # (R, 1, D)
-        self.drawer = drawer = self.drawer_class(model, s, state, self.generator)
+        drawer = self.drawer_class(model, s, state, self.generator)
         retries = None
         if self.step_check is not None:
             retries = LineRetries(self.step_check, state, self.tokenizer, self.force_re, s.step_retries, s.max_images,

@@ -116,11 +116,10 @@ class DecodeState:
     def num_columns(self) -> int:
         return self.mask.shape[1]
 
-    def hide_context(self, rows: torch.Tensor, keep_from: int | None = None) -> None:
-        """The twins of `rows` see nothing before what is fed next (an image being drawn), or
-        nothing before column `keep_from` (a picture drawn again sees its `<|image_start|>`)."""
+    def hide_context(self, rows: torch.Tensor) -> None:
+        """The twins of `rows` see nothing before what is fed next (an image being drawn)."""
         if self.guided and rows.numel():
-            self.mask[rows + self.B, :keep_from] = 0
+            self.mask[rows + self.B] = 0
 
     def mirror_twins(self, rows: torch.Tensor) -> None:
         """The twins of `rows` see again what their conditional rows see."""

@@ -36,9 +36,8 @@ def test_questions_about_drawn_pictures_quote_the_story_and_know_their_truth(rea
 
     steps = ["Lay the base down.", "Fix the two sides.", "Add the top."]
     asked = reading.drawn_questions(steps, 2, np.random.default_rng(0))
-    assert [(t, truth, line) for t, _, truth, line in asked] == [
-        ("kind", None, None), ("material", None, None), ("step", 2, None), ("match", True, "Step 2: Fix the two sides."),
-        ("match", False, "Step 3: Add the top.")]
+    assert [(t, truth) for t, _, truth in asked] == [("kind", None), ("material", None), ("step", 2), ("match", True),
+                                                     ("match", False)]
     assert "Step 1: Lay the base down.\nStep 2: Fix the two sides.\nStep 3: Add the top." in asked[2][1]
     assert "Step 2: Fix the two sides." in asked[3][1] and "Step 3: Add the top." in asked[4][1]
     assert reading.first_number("It shows the result of step 12.") == 12 and reading.first_number("none") is None
@@ -46,7 +45,7 @@ def test_questions_about_drawn_pictures_quote_the_story_and_know_their_truth(rea
     assert reading.yes_no("Maybe yes", True) == 0.0  # the first word decides
 
 
-def test_the_drawn_family_asks_about_every_picture_of_the_models_own_story(reading, monkeypatch):
+def test_the_drawn_family_asks_about_every_picture_of_the_models_own_story(reading):
     """A stand-in model whose story has three pictures and whose answers are right for the held-out
     guide scores 1.0 on every drawn question; one that says "no" to everything does not."""
     from types import SimpleNamespace
@@ -73,15 +72,10 @@ def test_the_drawn_family_asks_about_every_picture_of_the_models_own_story(readi
                 return SimpleNamespace(text="Yes." if f"Step {picture}:" in question else "No.")
             return SimpleNamespace(text=f"This is {plan.material} {plan.kind}.")
 
-    def self_check(model, picture, line, truth):  # the stand-in's P("Yes") >= P("No")
-        return float((model.right and line.startswith(f"Step {picture}:")) == truth)
-
-    monkeypatch.setattr(reading, "judge", self_check)
     rows = reading.evaluate_drawn(Stub(True), 1, 0)
     assert len(rows) == 3 * 5 and {r["topic"] for r in rows} == {"kind", "material", "step", "match"}
-    assert reading.summarize(rows) == {"drawn": {"kind": 1.0, "material": 1.0, "step": 1.0, "match": 1.0, "judge": 1.0}}
+    assert reading.summarize(rows) == {"drawn": {"kind": 1.0, "material": 1.0, "step": 1.0, "match": 1.0}}
     wrong = reading.summarize(reading.evaluate_drawn(Stub(False), 1, 0))["drawn"]
-    assert wrong["judge"] == 0.5
     assert wrong["kind"] == wrong["step"] == 0.0 and wrong["match"] == 0.5  # its "no" is right for the three neighbouring steps
 
 
@@ -91,7 +85,6 @@ def test_a_model_answers_every_family_and_the_table_summarises_them(reading, tin
     model = HartVLM.from_pretrained(tiny_model_dir).eval()
     result = reading.evaluate(model, num=1, seed=0, resolution=model.config.image_size)
     assert [r["family"] for r in result["rows"]] == ["trained"] * 6 + ["unseen"] * 6 + ["describe"]
-    assert [r["topic"] for r in result["rows"] if "judge" in r] == ["match"]  # the self-check, once per picture
     assert set(result["table"]) == {"trained", "unseen", "describe"}
     assert all(0.0 <= v <= 1.0 for m in result["table"].values() for v in m.values())
 

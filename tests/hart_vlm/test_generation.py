@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -25,11 +24,6 @@ def _run(model, sampling: SamplingConfig, seed: int = 0, messages=QUESTION):
     runner = InterleavedGenerator(model, sampling, torch.Generator().manual_seed(seed))
     events = list(runner.run(inputs["input_ids"], inputs["attention_mask"], inputs.get("pixel_values")))
     return runner, inputs, events
-
-
-def _run_collect(model, sampling: SamplingConfig, seed: int = 0):
-    runner, inputs, events = _run(model, sampling, seed)
-    return runner, inputs, collect(events)
 
 
 def test_each_image_start_gives_one_complete_image_and_the_cache_holds_it(tiny_model):
@@ -500,97 +494,3 @@ def test_the_same_seed_gives_the_same_story_bytes_in_another_process(tiny_model,
     here = hashlib.sha256((tmp_path / "here" / "story.json").read_bytes()
                           + b"".join(s.image.tobytes() for s in story.steps if s.image)).hexdigest()
     assert digests == [here, here]
-
-
-# -- self-check: the model reads each picture it drew and redraws one it rejects ----------------------
-def _judged(model, monkeypatch, p_yes: float, picture_checks: int, seed: int = 0):
-    from hart_vlm.generation import checks
-
-    asked = []
-
-    def judge(model, images, lines):
-        asked.append(list(lines))
-        return torch.full((len(images),), p_yes)
-
-    monkeypatch.setattr(checks, "match_probability", judge)
-    sampling = SamplingConfig(max_new_tokens=40, force_image_after=EVERY_FEW_TOKENS, max_images=2,
-                              picture_checks=picture_checks)
-    inputs = model.processor([QUESTION], add_generation_prompt=True, padding_side="left")
-    runner = InterleavedGenerator(model, sampling, torch.Generator().manual_seed(seed), drawer=checks.CheckedDrawer)
-    events = list(runner.run(inputs["input_ids"], inputs["attention_mask"], inputs.get("pixel_values")))
-    return runner, inputs, collect(events), asked
-
-
-def test_a_picture_the_model_accepts_is_kept_as_drawn(tiny_model, monkeypatch):
-    _, _, plain = _run_collect(tiny_model, SamplingConfig(max_new_tokens=40, force_image_after=EVERY_FEW_TOKENS,
-                                                          max_images=2))
-    _, _, checked, asked = _judged(tiny_model, monkeypatch, p_yes=0.9, picture_checks=2)
-    assert checked.text == plain.text and [i.tobytes() for i in checked.images] == [i.tobytes() for i in plain.images]
-    assert len(asked) == 2 and all(len(lines) == 1 and lines[0] for lines in asked)  # each picture asked once, with its line
-
-
-def test_a_rejected_picture_is_taken_back_and_drawn_again(tiny_model, monkeypatch):
-    _, _, plain = _run_collect(tiny_model, SamplingConfig(max_new_tokens=40, force_image_after=EVERY_FEW_TOKENS,
-                                                          max_images=2))
-    runner, inputs, checked, asked = _judged(tiny_model, monkeypatch, p_yes=0.1, picture_checks=2)
-    assert len(asked) == 2 * 3  # every picture drawn 3 times, asked after each draw
-    assert len(checked.images) == 2 and [i.tobytes() for i in checked.images] != [i.tobytes() for i in plain.images]
-    assert runner.drawer.judgements == {0: [pytest.approx(0.1)] * 6}
-    # the rejected draws are gone from what the answer reads: one picture's positions per picture
-    state = runner.state
-    grown = state.next_pos[0].item() - inputs["attention_mask"][0].sum().item()
-    assert grown == len(state.records[0].history) + 2 * tiny_model.layout.num_positions
-    real = state.mask[0].bool()
-    assert int(((state.blocks[0] >= 0) & real).sum()) == 2 * tiny_model.layout.num_input_positions
-    assert state.guided and torch.equal(state.mask[0], state.mask[state.B])  # the twin sees what its row sees
-
-
-def test_match_probability_reads_each_picture_on_its_own(tiny_model):
-    from hart_vlm.generation import match_probability
-    from hart_vlm.generation.checks import last_line
-
-    pictures, lines = [random_image(1), random_image(2)], ["Step 1: Lay the base down.", "Step 2: Fix the sides."]
-    both = match_probability(tiny_model, pictures, lines)
-    alone = torch.cat([match_probability(tiny_model, [p], [line]) for p, line in zip(pictures, lines)])
-    assert both.shape == (2,) and bool(((both >= 0) & (both <= 1)).all())
-    assert torch.allclose(both, alone, atol=1e-5)  # left padding changes nothing
-    with pytest.raises(ValueError, match="one line per picture"):
-        match_probability(tiny_model, pictures, lines[:1])
-    assert last_line(["Overview: (1) base\nStep 1: Lay the base down.\n"]) == "Step 1: Lay the base down."
-    assert last_line([]) == "" and last_line([random_image(0)]) == ""
-    with pytest.raises(ValueError, match="picture_checks must be >= 0"):
-        SamplingConfig(picture_checks=-1)
-
-
-def test_a_picture_drawn_again_with_the_same_random_numbers_is_the_same_picture(tiny_model, monkeypatch):
-    """Taking a rejected picture back leaves the cache as it was before it: drawn again from the same
-    random numbers (the generator rewound), the picture and the rest of the answer are those of a run
-    without the check. The unconditional twin sees the same columns as at the first draw."""
-    from hart_vlm.generation import checks
-
-    verdicts = iter([0.1, 0.9, 0.9])  # the first picture is rejected once
-    monkeypatch.setattr(checks, "match_probability", lambda model, images, lines: torch.tensor([next(verdicts)]))
-
-    class Rewinding(checks.CheckedDrawer):
-        def draw_codes(self, rows, h_start):
-            if self.state.records[0].images == 0:  # the first picture: every draw starts from the same state
-                if not hasattr(self, "saved"):
-                    self.saved = self.generator.get_state()
-                self.generator.set_state(self.saved)
-                state = self.state
-                self.twin_sees = getattr(self, "twin_sees", []) + [state.mask[state.B].nonzero()[:, 0].tolist()]
-            return (yield from super().draw_codes(rows, h_start))
-
-    sampling = SamplingConfig(max_new_tokens=40, force_image_after=EVERY_FEW_TOKENS, max_images=2, picture_checks=1,
-                              temperature=0.0)
-    plain = collect(_run(tiny_model, sampling)[2])
-    inputs = tiny_model.processor([QUESTION], add_generation_prompt=True, padding_side="left")
-    runner = InterleavedGenerator(tiny_model, sampling, torch.Generator().manual_seed(0), drawer=Rewinding)
-    checked = collect(runner.run(inputs["input_ids"], inputs["attention_mask"], inputs.get("pixel_values")))
-    assert runner.drawer.judgements == {0: [pytest.approx(0.1), pytest.approx(0.9), pytest.approx(0.9)]}
-    first, again = runner.drawer.twin_sees
-    assert first == again and len(first) == 1  # only its <|image_start|>, then the picture being drawn
-    assert checked.text == plain.text
-    for a, b in zip(checked.images, plain.images):
-        diff = torch.tensor(np.asarray(a), dtype=torch.float) - torch.tensor(np.asarray(b), dtype=torch.float)
-        assert diff.abs().max() <= 1  # equal up to the last bit of float rounding
