@@ -120,7 +120,10 @@ def drawn_questions(story_steps: list[str], k: int, rng) -> list[tuple[str, str,
     """(topic, question, truth) about the picture of step k (1-based) of a story whose step texts
     are `story_steps`, in the trained wordings, each topic's wording picked by `rng`."""
     lines = [f"Step {j + 1}: {text}" for j, text in enumerate(story_steps)]
-    pick = lambda topic: QUESTIONS[topic][int(rng.integers(len(QUESTIONS[topic])))]  # noqa: E731
+
+    def pick(topic: str) -> str:
+        return QUESTIONS[topic][int(rng.integers(len(QUESTIONS[topic])))]
+
     asked = [("kind", pick("kind"), None), ("material", pick("material"), None),
              ("step", "\n".join([pick("step"), *lines]), k), ("match", pick("match").format(step=lines[k - 1]), True)]
     if len(lines) > 1:  # a neighbouring step: the right answer is no
