@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 from hart_vlm.default_model import DEFAULT_MODEL, PACKAGED_MODELS
-from hart_vlm.scripts import load_script
+from hart_vlm.scripts import load_script, write_json
 
 HERE = Path(__file__).resolve().parent
 DEMO_PROMPT = "How do I assemble a two-shelf white bookcase?"
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(table(result))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     m = result["machine"]
     lines = ["## Default model: start-up and demo time", "", f"`{result['command']}`", "",
              f"- machine: {m['cpu']}, {m['logical_cores']} logical cores, torch {m['torch']}, "

@@ -13,12 +13,13 @@ models are trained on (training/make_general_chat.py); the script checks that.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import re
 import sys
 import time
 from pathlib import Path
+
+from hart_vlm.scripts import write_json
 
 QUESTIONS: tuple[tuple[str, str], ...] = (
     ("What is the capital of France?", r"\bparis\b"),
@@ -149,8 +150,7 @@ def main() -> None:
     for name, r in results.items():
         print(f"| {name} | {r['right']} / {len(QUESTIONS)} | {r['with_pictures']} | {r['seconds']} |")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_json(args.out, results, indent=1)
 
 
 if __name__ == "__main__":

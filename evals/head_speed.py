@@ -11,7 +11,6 @@ weights are freshly initialised; the time of the dense layers does not depend on
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -23,6 +22,7 @@ import diffusers
 import torch
 
 from hart.diffusion_head import ResidualDiffusionHead, ResidualDiffusionHeadConfig
+from hart_vlm.scripts import write_json
 
 
 def cpu_model() -> str:
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"machine": machine, "setup": setup, "rows": rows, "command": command}
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return result
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from hart_vlm.scripts import load_script
+from hart_vlm.scripts import load_script, write_json
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = (("8-step head", {"diffusion_steps": 8}, True),
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(table(result))
     json_path = args.json or HERE / "results" / f"one_step_head_{source}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(json_path, result)
     md_path = args.results_md or (HERE / "RESULTS.md" if is_default else None)
     if md_path is not None:
         m = result["machine"]

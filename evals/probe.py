@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-from hart_vlm.scripts import load_script
+from hart_vlm.scripts import load_script, write_json
 
 HERE = Path(__file__).resolve().parent
 QUESTION = "Describe the furniture in this image."
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("\n".join(table))
     json_path = args.json or HERE / "results" / f"probe_{source}.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(json_path, result)
     if args.results_md is not None:
         speed.write_results_section(args.results_md, f"probe:{source}", [
             f"## Linear probes of what the {source} model carries of a picture", "", f"`{result['command']}`", "",

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hart_vlm.scripts import load_script
+from hart_vlm.scripts import load_script, write_json
 
 HERE = Path(__file__).resolve().parent
 DECODINGS = ("discrete", "hybrid", "continuous")
@@ -164,7 +163,7 @@ def write_outputs(args: argparse.Namespace, eval_name: str, result: dict, is_def
     json_path = args.json or HERE / "results" / f"{eval_name}_{result['source']}.json"
     plot_path = args.plot or json_path.with_suffix(".png")
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(json_path, result)
     save_plot(plot_path)
     md_path = args.results_md or (HERE / "RESULTS.md" if is_default else None)
     if md_path is not None:

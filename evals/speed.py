@@ -53,7 +53,7 @@ import psutil
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from hart_vlm.scripts import load_script
+from hart_vlm.scripts import load_script, write_json
 
 HERE = Path(__file__).resolve().parent
 STAGES = ("transformer", "head", "decoder", "other")
@@ -705,7 +705,7 @@ def _run(args: argparse.Namespace, command: str, settings: Settings, device: tor
     print()
     print(tables(result))
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(json_path, result)
     save_plot(result, plot_path)
     update_results_markdown(result, args.results_md, json_path, plot_path)
     print(f"\nwrote {json_path}, {plot_path}, {args.results_md}")

@@ -31,7 +31,6 @@ material, the step it follows), so the drawn row also pays for pictures drawn wr
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import re
 import time
@@ -183,7 +182,7 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, float]]:
 def main() -> None:
     import torch
 
-    from hart_vlm.scripts import load_script
+    from hart_vlm.scripts import load_script, write_json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["tiny", "smollm2"],
@@ -211,7 +210,7 @@ def main() -> None:
             print(f"| {name} | {family} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, results, indent=1)
 
 
 if __name__ == "__main__":

@@ -24,3 +24,16 @@ def load_script(path: str | os.PathLike, module_name: str) -> ModuleType:
             del sys.modules[module_name]
             raise
     return sys.modules[module_name]
+
+
+def write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
+    """Writes `obj` as JSON to `path` atomically (a temporary file beside it, then a rename), so that
+    an interrupted benchmark never leaves half a results file; creates the folder."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=indent, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
