@@ -19,42 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, get_layer_types_and_kwargs
+from transformers import DynamicCache
 
 from hart_vlm.layout import TEXT_BLOCK
-
-
-class GrowingLayer(DynamicLayer):
-    """One layer's keys and values in buffers that double when full, handed out as views of their
-    filled columns. transformers' DynamicLayer concatenates on every pass, copying the whole cache
-    each time: quadratic in the length of a conversation (docs/experiments/decode_overhead.md)."""
-
-    buffers: list[torch.Tensor] | None = None  # [keys, values], (B, H, capacity, D)
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        n, q = self.get_seq_length(), key_states.shape[-2]
-        # The held keys are a view of the buffers unless something replaced them (reorder_cache).
-        ours = self.buffers is not None and n > 0 and self.keys.data_ptr() == self.buffers[0].data_ptr()
-        if not ours or n + q > self.buffers[0].shape[-2]:
-            capacity = max(2 * (n + q), 256)
-            self.buffers = [new.new_empty((*new.shape[:-2], capacity, new.shape[-1])) for new in (key_states, value_states)]
-            if n:
-                self.buffers[0][..., :n, :], self.buffers[1][..., :n, :] = self.keys, self.values
-        keys, values = self.buffers
-        keys[..., n:n + q, :], values[..., n:n + q, :] = key_states, value_states
-        self.keys, self.values = keys[..., :n + q, :], values[..., :n + q, :]
-        return self.keys, self.values
-
-
-def generation_cache(config) -> Cache:
-    """The KV cache of generation: `GrowingLayer`s where every layer attends to everything (the
-    LLMs this library knows), transformers' DynamicCache otherwise (sliding windows)."""
-    layer_types, _ = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
-    if all(kind == "full_attention" for kind in layer_types):
-        return Cache(layers=[GrowingLayer() for _ in layer_types])
-    return DynamicCache(config=config)
 
 
 @dataclass
@@ -74,7 +41,7 @@ class DecodeState:
         self.model = model
         self.B = batch_size
         self.guided = guided  # rows B..2B-1 are the unconditional twins
-        self.cache: Cache | None = None
+        self.cache: DynamicCache | None = None
         self.mask = self.blocks = self.next_pos = None
         self._last_block = 0
         self.records = [RowRecord() for _ in range(batch_size)]
@@ -92,7 +59,7 @@ class DecodeState:
             embeds_BLD, blocks_BL, attention_mask_BL = (embeds_BLD.repeat(2, 1, 1), blocks_BL.repeat(2, 1),
                                                         attention_mask_BL.repeat(2, 1))
         R = self.num_rows
-        self.cache = generation_cache(self.model.backbone.config)
+        self.cache = DynamicCache(config=self.model.backbone.config)
         self.mask = attention_mask_BL.new_zeros((R, 0))
         self.blocks = blocks_BL.new_zeros((R, 0))
         self.next_pos = torch.zeros(R, dtype=torch.long, device=embeds_BLD.device)
