@@ -198,7 +198,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI: spinning threads cost many times the work
+    from hart_vlm.cli import set_thread_wait
+
+    set_thread_wait()  # as the CLI, before torch is imported
     parser = argparse.ArgumentParser(prog="python -m hart_vlm.app", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)

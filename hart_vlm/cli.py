@@ -23,10 +23,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# How long PyTorch's OpenMP threads (GNU libgomp in the pip wheels) spin before they sleep. Unlimited
+# spinning costs several times the work on a machine whose cores are busy; no spinning at all
+# (OMP_WAIT_POLICY=PASSIVE) doubles a story's time on an idle one; this bound keeps both
+# (docs/experiments/omp_wait_policy.md).
+SPIN_COUNT = "100000"
+
+
+def set_thread_wait() -> None:
+    """Bounds the threads' spinning unless the user chose a wait policy; must run before torch is
+    imported (libgomp reads the environment once)."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
+
+
 def main(argv: list[str] | None = None) -> int:
-    # PyTorch's OpenMP threads spin while they wait; on a busy machine that costs many times the work
-    # (docs/experiments/omp_wait_policy.md). Set before torch is imported (the commands import it).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    set_thread_wait()  # before torch is imported (the commands import it)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

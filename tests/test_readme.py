@@ -38,7 +38,7 @@ def test_the_readme_holds_the_two_setup_commands_first_and_stays_short():
     first = blocks("bash")[0].splitlines()
     assert [line.split()[:2] for line in first] == [["make", "demo"], ["make", "test"]]
     assert text.index("make demo") < 300 and text.count("\n") <= 150
-    assert "OMP_WAIT_POLICY=PASSIVE" in text[:2000]
+    assert "GOMP_SPINCOUNT=100000" in text[:2000]
 
 
 @pytest.mark.slow

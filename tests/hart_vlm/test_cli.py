@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -54,3 +55,15 @@ def test_an_os_error_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
     assert main(["story", "How do I build a stool?", "--out", str(tmp_path / "s")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("hart-vlm: error: [Errno 13] Permission denied") and "\n" not in err
+
+
+def test_the_command_bounds_the_thread_spin_before_torch_unless_a_policy_is_set():
+    """libgomp reads its environment once, when torch loads it: the CLI must set it first."""
+    code = ("import os, sys; from hart_vlm import cli; cli.set_thread_wait(); "
+            "print(os.environ.get('GOMP_SPINCOUNT'), 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["100000", "False"]
+    env["OMP_WAIT_POLICY"] = "PASSIVE"  # the user's choice wins
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["None", "False"]
