@@ -116,7 +116,7 @@ def load_default(name: str | None = None, *, device: str | torch.device = "cpu",
     """Loads a packaged model (with its processor) on `device`, in `dtype`.
 
     name: "tiny" or "smollm2" (PACKAGED_MODELS); None: DEFAULT_MODEL.
-    dtype: a floating torch dtype, or "auto" for bf16 where the device computes it natively
+    dtype: a floating torch dtype, or "auto" for bf16 where the device computes it natively and faster
         (hart_vlm.precision), float32 elsewhere.
     path: load a packaged folder other than the installed one (the packaging script checks its
         output this way).

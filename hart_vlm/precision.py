@@ -1,24 +1,30 @@
 """Which floating-point type runs fastest here, chosen once (`dtype="auto"`).
 
-bfloat16 where the hardware multiplies it natively: CUDA devices that support it, and CPUs with
-Intel AMX (`amx_bf16`) or AVX-512 BF16 (`avx512_bf16`), where a bf16 matrix product runs about
-ten times faster than a float32 one (docs/experiments/bf16_cpu.md). float32 everywhere else: on
-CPUs without those units bf16 is emulated and slower than float32.
+bfloat16 on CUDA devices that support it. On a CPU, bfloat16 only where it has a bf16 unit (Intel AMX
+`amx_bf16`, or AVX-512 BF16 `avx512_bf16`) *and* a bf16 matrix product measured here runs clearly
+faster than a float32 one: the flag alone does not say so. Measured (docs/experiments/bf16_cpu.md, bf16_inference.md,
+bf16_auto.md): with AMX bf16 is about ten times faster; on an AMD EPYC with AVX-512
+BF16 2.8x; on an Intel Xeon with AVX-512 BF16 and no AMX flag 0.6x, slower than float32. float32
+everywhere else.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import time
 
 import torch
 
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+# bf16 must beat float32 by this factor: a machine near 1x keeps float32 (its precision, and a
+# choice that does not flip from one process to the next on timing noise).
+MIN_BF16_SPEEDUP = 1.3
 
 
 @functools.cache
 def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (Linux /proc/cpuinfo flags)."""
+    """Whether this CPU has a bf16 matrix unit (Linux /proc/cpuinfo flags)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
@@ -27,9 +33,30 @@ def cpu_has_bf16() -> bool:
     return any(flag in flags for flag in CPU_BF16_FLAGS)
 
 
+@functools.cache
+def cpu_bf16_speedup(size: tuple[int, int, int] = (256, 1024, 1024), repeats: int = 3) -> float:
+    """float32 time / bf16 time of one (m, k) x (k, n) matrix product on this CPU with torch's
+    current threads, best of `repeats` after one warm-up each; measured once per process (about
+    0.1 s)."""
+    m, k, n = size
+    gen = torch.Generator().manual_seed(0)
+    a32, b32 = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
+    best = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = a32.to(dtype), b32.to(dtype)
+        torch.mm(a, b)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            times.append(time.perf_counter() - start)
+        best[dtype] = min(times)
+    return best[torch.float32] / best[torch.bfloat16]
+
+
 def auto_dtype(device: str | torch.device = "cpu") -> torch.dtype:
-    """bfloat16 on a device that computes it natively, float32 elsewhere. The environment
-    variable HART_VLM_DTYPE=float32 (or bfloat16) overrides the choice."""
+    """bfloat16 on a device that computes it natively and faster, float32 elsewhere. The
+    environment variable HART_VLM_DTYPE=float32 (or bfloat16) overrides the choice."""
     forced = os.environ.get("HART_VLM_DTYPE")
     if forced:
         if forced not in ("float32", "bfloat16"):
@@ -38,8 +65,8 @@ def auto_dtype(device: str | torch.device = "cpu") -> torch.dtype:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if device.type == "cpu":
-        return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    if device.type == "cpu" and cpu_has_bf16() and cpu_bf16_speedup() >= MIN_BF16_SPEEDUP:
+        return torch.bfloat16
     return torch.float32
 
 

@@ -56,7 +56,7 @@ class TrainingConfig:
     adam_beta1: float = option(0.9, "AdamW beta1")
     adam_beta2: float = option(0.95, "AdamW beta2")
     max_grad_norm: float = option(1.0, "gradient clipping norm; 0 disables clipping")
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = option("auto", "'auto': bf16 where the device computes it natively (GPU, CPU with AMX), else fp32")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = option("auto", "'auto': bf16 where the device computes it natively and faster (GPU, CPU with AMX; hart_vlm.precision), else fp32")
     num_workers: int = option(0, "DataLoader worker processes")
     log_every: int = option(10, "optimizer steps between lines of metrics.jsonl")
     eval_every: int = option(0, "optimizer steps between evaluations; 0 = only at the end")

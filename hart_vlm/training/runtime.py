@@ -37,8 +37,8 @@ def make_accelerator(cfg: TrainingConfig) -> Accelerator:
     """The Accelerator of a recipe; the launch config (CPU, GPU, DDP, FSDP, DeepSpeed) comes from
     `accelerate launch` and the environment, the training settings from `cfg`.
 
-    - mixed precision "auto" is bf16 where the device computes it natively (a CUDA device that
-      supports it, a CPU with AMX or AVX-512 BF16: hart_vlm.precision), fp32 elsewhere;
+    - mixed precision "auto" is bf16 where the device computes it natively and faster (a CUDA
+      device that supports it, a CPU with a bf16 unit measured faster: hart_vlm.precision), fp32 elsewhere;
     - gradient accumulation counts micro-batches only (`sync_with_dataloader=False`), so every
       optimizer step sees exactly `gradient_accumulation_steps` micro-batches;
     - DDP may find parameters without gradient: a text-only batch reaches neither the image head

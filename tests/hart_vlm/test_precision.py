@@ -1,0 +1,51 @@
+"""dtype="auto": bf16 only on a CPU with a bf16 unit where bf16 is measured to be faster."""
+
+import pytest
+import torch
+
+from hart_vlm import precision
+
+
+@pytest.fixture
+def cpu(monkeypatch):
+    """Sets what the CPU reports: (has a bf16 flag, measured bf16 speed-up)."""
+    monkeypatch.delenv("HART_VLM_DTYPE", raising=False)
+
+    def set_cpu(has_flag: bool, speedup: float):
+        monkeypatch.setattr(precision, "cpu_has_bf16", lambda: has_flag)
+        monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: speedup)
+
+    return set_cpu
+
+
+@pytest.mark.parametrize(("has_flag", "speedup", "expected"), [
+    (True, 10.0, torch.bfloat16),   # AMX
+    (True, 2.8, torch.bfloat16),    # AVX-512 BF16 that pays
+    (True, 0.6, torch.float32),     # AVX-512 BF16 slower than float32 (measured on an Intel VM)
+    (True, 1.1, torch.float32),     # within the margin: keep float32
+    (False, 10.0, torch.float32),   # no unit: never bf16, whatever a timing says
+])
+def test_auto_dtype_on_cpu_follows_flag_and_measurement(cpu, has_flag, speedup, expected):
+    cpu(has_flag, speedup)
+    assert precision.auto_dtype("cpu") == expected
+    assert precision.resolve_dtype("auto", "cpu") == expected
+
+
+def test_the_environment_overrides_and_is_checked(cpu, monkeypatch):
+    cpu(True, 10.0)
+    monkeypatch.setenv("HART_VLM_DTYPE", "float32")
+    assert precision.auto_dtype("cpu") == torch.float32
+    monkeypatch.setenv("HART_VLM_DTYPE", "fp16")
+    with pytest.raises(ValueError, match="HART_VLM_DTYPE must be 'float32' or 'bfloat16'"):
+        precision.auto_dtype("cpu")
+
+
+def test_the_speedup_is_a_real_measurement():
+    speedup = precision.cpu_bf16_speedup((64, 128, 128), 2)
+    assert 0.01 < speedup < 1000
+
+
+def test_resolve_dtype_rejects_what_is_not_a_float_dtype():
+    with pytest.raises(TypeError, match="dtype must be 'auto' or a floating torch.dtype"):
+        precision.resolve_dtype(torch.int64)
+    assert precision.resolve_dtype(torch.float16) == torch.float16
