@@ -333,8 +333,9 @@ class HartVLM(HartVLMPreTrainedModel):
         codes_NC = torch.cat([idx[is_target] for idx in enc.indices], dim=1)  # (N, sum pn²)
         image_loss = F.cross_entropy(self.image_logits(hidden_NCD).flatten(0, 1).float(), codes_NC.flatten())
         last = self.layout.last_scale_length
-        cond_MD = self.head_condition(hidden_NCD[:, -last:].flatten(0, 1), codes_NC[:, -last:].flatten())  # (N pn_K², D)
-        target_MZ = enc.residual[is_target].flatten(2).transpose(1, 2).flatten(0, 1).to(cond_MD.dtype)  # (N pn_K², z)
+        # the noise schedule's arithmetic needs float32, also in a bf16 model (bf16 gives NaN losses)
+        cond_MD = self.head_condition(hidden_NCD[:, -last:].flatten(0, 1), codes_NC[:, -last:].flatten()).float()
+        target_MZ = enc.residual[is_target].flatten(2).transpose(1, 2).flatten(0, 1).float()  # (N pn_K², z)
         with torch.autocast(device_type=cond_MD.device.type, enabled=False):
             diffusion_loss = self.diffusion_head(target_MZ, cond_MD, generator=generator)
         return image_loss, diffusion_loss

@@ -10,7 +10,7 @@ from hart.one_step_head import OneStepResidualHead
 from hart_vlm import HartVLM
 from hart_vlm.default_model import load_model
 
-from .conftest import build_tiny
+from .conftest import build_tiny, interleaved_conversation
 
 DRAW = [{"role": "user", "content": "Draw a white bookcase."}]
 ONE_PICTURE = dict(force_image_after="^", max_images=1, max_new_tokens=3, temperature=0.0)
@@ -75,3 +75,12 @@ def test_a_bf16_model_keeps_its_residual_heads_in_float32_and_draws(with_one_ste
     for steps in (1, 8):
         reply = model.chat(DRAW, seed=0, diffusion_steps=steps, **ONE_PICTURE)
         assert len(reply.images) == 1 and reply.images[0].size == (model.config.image_size,) * 2
+
+
+def test_a_bf16_model_scores_a_conversation_with_finite_losses(with_one_step, tmp_path):
+    """forward(labels=...) on a model loaded in bf16: the residual head's loss runs in the head's float32."""
+    with_one_step.save_pretrained(tmp_path)
+    model = load_model(tmp_path, dtype=torch.bfloat16)
+    with torch.no_grad():
+        out = model(**model.processor([interleaved_conversation(0)]), generator=torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(out[k]) for k in ("loss", "text_loss", "image_loss", "diffusion_loss"))
