@@ -177,7 +177,6 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
     }
     print(table(result))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.json, result)
     m = result["machine"]
     lines = ["## Default model: start-up and demo time", "", f"`{result['command']}`", "",

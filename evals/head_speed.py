@@ -134,7 +134,6 @@ def main(argv: list[str] | None = None) -> dict:
     command = " ".join(["evals/head_speed.py", *(argv if argv is not None else sys.argv[1:])])
     result = {"machine": machine, "setup": setup, "rows": rows, "command": command}
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.json, result)
     return result
 

@@ -129,7 +129,6 @@ def main(argv: list[str] | None = None) -> dict:
               "rows": run(model, guides, args.seed)}
     print(table(result))
     json_path = args.json or HERE / "results" / f"one_step_head_{source}.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(json_path, result)
     md_path = args.results_md or (HERE / "RESULTS.md" if is_default else None)
     if md_path is not None:

@@ -157,7 +157,6 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{len(train)} training pictures, {len(test)} held-out pictures; held-out accuracy")
     print("\n".join(table))
     json_path = args.json or HERE / "results" / f"probe_{source}.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(json_path, result)
     if args.results_md is not None:
         speed.write_results_section(args.results_md, f"probe:{source}", [

@@ -162,7 +162,6 @@ def write_outputs(args: argparse.Namespace, eval_name: str, result: dict, is_def
     default run's plot."""
     json_path = args.json or HERE / "results" / f"{eval_name}_{result['source']}.json"
     plot_path = args.plot or json_path.with_suffix(".png")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(json_path, result)
     save_plot(plot_path)
     md_path = args.results_md or (HERE / "RESULTS.md" if is_default else None)

@@ -704,7 +704,6 @@ def _run(args: argparse.Namespace, command: str, settings: Settings, device: tor
     print("\n".join(header_lines(result)))
     print()
     print(tables(result))
-    json_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(json_path, result)
     save_plot(result, plot_path)
     update_results_markdown(result, args.results_md, json_path, plot_path)

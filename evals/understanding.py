@@ -209,7 +209,6 @@ def main() -> None:
             cells = [f"{m[k]:.2f}" if k in m else "-" for k in METRICS]
             print(f"| {name} | {family} | " + " | ".join(cells) + " |")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.json, results, indent=1)
 
 

@@ -2,10 +2,9 @@
 
 bfloat16 on CUDA devices that support it. On a CPU, bfloat16 only where it has a bf16 unit (Intel AMX
 `amx_bf16`, or AVX-512 BF16 `avx512_bf16`) *and* a bf16 matrix product measured here runs clearly
-faster than a float32 one: the flag alone does not say so. Measured (docs/experiments/bf16_cpu.md, bf16_inference.md,
-bf16_auto.md): with AMX bf16 is about ten times faster; on an AMD EPYC with AVX-512
-BF16 2.8x; on an Intel Xeon with AVX-512 BF16 and no AMX flag 0.6x, slower than float32. float32
-everywhere else.
+faster than a float32 one: the flag alone does not say so. Measured (docs/experiments/bf16_cpu.md,
+bf16_inference.md, bf16_auto.md): with AMX bf16 is about ten times faster; on an AMD EPYC with
+AVX-512 BF16 2.8x; on an Intel Xeon with AVX-512 BF16 and no AMX flag 0.6x. float32 everywhere else.
 """
 
 from __future__ import annotations

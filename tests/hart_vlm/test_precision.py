@@ -40,9 +40,21 @@ def test_the_environment_overrides_and_is_checked(cpu, monkeypatch):
         precision.auto_dtype("cpu")
 
 
-def test_the_speedup_is_a_real_measurement():
-    speedup = precision.cpu_bf16_speedup((64, 128, 128), 2)
-    assert 0.01 < speedup < 1000
+@pytest.mark.parametrize("slow", [torch.float32, torch.bfloat16])
+def test_the_speedup_times_both_dtypes_and_favours_the_faster(monkeypatch, slow):
+    """A product made 20 ms slower in one dtype: the measured ratio says which one is faster."""
+    import time
+
+    real_mm = torch.mm
+
+    def mm(a, b):
+        if a.dtype == slow:
+            time.sleep(0.02)
+        return real_mm(a, b)
+
+    monkeypatch.setattr(torch, "mm", mm)
+    speedup = precision.cpu_bf16_speedup.__wrapped__((16, 32, 32), 2)
+    assert (speedup > 1.3) if slow == torch.float32 else (speedup < 1 / 1.3)
 
 
 def test_resolve_dtype_rejects_what_is_not_a_float_dtype():
