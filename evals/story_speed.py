@@ -7,8 +7,11 @@ story in at most 2 s with tiny and 10 s with smollm2 on 2 cores).
 Every configuration draws the same stories (`generate_story` with the model's defaults, one prompt,
 seeds 0..N-1) after one untimed warm-up story; the configurations take turns story by story, so that a
 change in the machine's load falls on all of them alike. Printed per configuration: median (min / max)
-seconds per story. The `auto` dtype is what `hart_vlm.precision` picks on this machine (its measured bf16
-speed-up is printed). Results: `--json`, default evals/results/story_speed.json.
+seconds per story, the LLM passes per story and the milliseconds per pass: a dtype can change the text
+(greedy choices flip), so stories of equal settings differ in length and s / story alone confounds
+speed with length. The `auto` dtype is what `load_default(dtype="auto")` picks on this machine (float32
+on a CPU); the measured bf16 speed-up of a training-sized product, which decides training's dtype, is
+printed. Results: `--json`, default evals/results/story_speed.json.
 """
 
 from __future__ import annotations
@@ -27,10 +30,21 @@ HERE = Path(__file__).resolve().parent
 PROMPT = "How do I assemble a two-shelf white bookcase?"
 
 
-def story_seconds(model, seed: int, prompt: str) -> float:
-    start = time.perf_counter()
-    model.generate_story(prompt, seed=seed)
-    return time.perf_counter() - start
+def story_seconds(model, seed: int, prompt: str) -> tuple[float, int]:
+    """(seconds, LLM passes) of one story."""
+    passes = 0
+
+    def count(*_):
+        nonlocal passes
+        passes += 1
+
+    hook = model.backbone.get_decoder().register_forward_hook(count)
+    try:
+        start = time.perf_counter()
+        model.generate_story(prompt, seed=seed)
+        return time.perf_counter() - start, passes
+    finally:
+        hook.remove()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -45,13 +59,14 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--stories must be at least 1, got {args.stories}")
 
     from hart_vlm import load_default
-    from hart_vlm.precision import auto_dtype, cpu_bf16_speedup, cpu_has_bf16
+    from hart_vlm.precision import auto_dtype, cpu_bf16_speedup, cpu_has_bf16, inference_dtype
 
     speed = load_script(HERE / "speed.py", "evals_speed")
     info = speed.machine(torch.device("cpu"))
     info["bf16_unit"] = cpu_has_bf16()
     info["bf16_speedup_measured"] = round(cpu_bf16_speedup(), 2)
-    info["auto_dtype"] = str(auto_dtype("cpu")).removeprefix("torch.")
+    info["auto_dtype"] = str(inference_dtype("cpu")).removeprefix("torch.")
+    info["training_auto_dtype"] = str(auto_dtype("cpu")).removeprefix("torch.")
     models = {}
     for name in args.models:
         for dtype in args.dtypes:
@@ -59,19 +74,26 @@ def main(argv: list[str] | None = None) -> dict:
             story_seconds(model, seed=10_000, prompt=args.prompt)  # warm-up
             models[(name, dtype)] = model
     times = {config: [] for config in models}
+    passes = {config: [] for config in models}
     for seed in range(args.stories):
         for config, model in models.items():
-            times[config].append(story_seconds(model, seed, args.prompt))
+            seconds, n = story_seconds(model, seed, args.prompt)
+            times[config].append(seconds)
+            passes[config].append(n)
 
     print(f"{info['cpu']}, {info['usable_cores']} usable cores, {info['torch_threads']} torch threads, torch "
           f"{info['torch']}; bf16 unit: {info['bf16_unit']}, a bf16 matrix product {info['bf16_speedup_measured']}x "
-          f"float32's, so dtype='auto' is {info['auto_dtype']}; {args.stories} stories per row: {args.prompt!r}")
-    print("| model | dtype | s / story, median | min / max |")
-    print("| --- | --- | ---: | ---: |")
+          f"float32's (training's auto: {info['training_auto_dtype']}); load_default(dtype='auto'): {info['auto_dtype']}; "
+          f"{args.stories} stories per row: {args.prompt!r}")
+    print("| model | dtype | s / story, median | min / max | LLM passes / story | ms / pass |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
     rows = []
     for (name, dtype), t in times.items():
-        rows.append({"model": name, "dtype": dtype, "seconds": t, "median": statistics.median(t)})
-        print(f"| {name} | {dtype} | {statistics.median(t):.2f} | {min(t):.2f} / {max(t):.2f} |")
+        ms_per_pass = 1000 * sum(t) / sum(passes[name, dtype])
+        rows.append({"model": name, "dtype": dtype, "seconds": t, "median": statistics.median(t),
+                     "passes": passes[name, dtype], "ms_per_pass": ms_per_pass})
+        print(f"| {name} | {dtype} | {statistics.median(t):.2f} | {min(t):.2f} / {max(t):.2f} | "
+              f"{statistics.median(passes[name, dtype]):.0f} | {ms_per_pass:.1f} |")
     result = {"machine": info, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "prompt": args.prompt, "stories": args.stories, "rows": rows}
     if args.json:

@@ -84,9 +84,9 @@ def has_default_model(name: str = DEFAULT_MODEL) -> bool:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32):
-    """A saved HartVLM folder (or LoRA package) on `device`, in eval mode, in `dtype` ("auto":
-    the fastest dtype this device computes natively, hart_vlm.precision). Packaged folders store
-    fp16 or bf16; float32 is the default on a CPU, where fp16 runs many times slower."""
+    """A saved HartVLM folder (or LoRA package) on `device`, in eval mode, in `dtype` ("auto": bf16
+    on a GPU that supports it, float32 on a CPU: hart_vlm.precision.inference_dtype). Packaged
+    folders store fp16 or bf16; float32 is the default on a CPU, where fp16 runs many times slower."""
     from .modeling_hart_vlm import HartVLM
 
     device = torch.device(device)
@@ -116,8 +116,8 @@ def load_default(name: str | None = None, *, device: str | torch.device = "cpu",
     """Loads a packaged model (with its processor) on `device`, in `dtype`.
 
     name: "tiny" or "smollm2" (PACKAGED_MODELS); None: DEFAULT_MODEL.
-    dtype: a floating torch dtype, or "auto" for bf16 where the device computes it natively and faster
-        (hart_vlm.precision), float32 elsewhere.
+    dtype: a floating torch dtype, or "auto": bf16 on a GPU that supports it, float32 on a CPU, where
+        bf16 generation is not faster even with AMX (hart_vlm.precision.inference_dtype).
     path: load a packaged folder other than the installed one (the packaging script checks its
         output this way).
     """

@@ -1,10 +1,15 @@
 """Which floating-point type runs fastest here, chosen once (`dtype="auto"`).
 
-bfloat16 on CUDA devices that support it. On a CPU, bfloat16 only where it has a bf16 unit (Intel AMX
-`amx_bf16`, or AVX-512 BF16 `avx512_bf16`) *and* a bf16 matrix product measured here runs clearly
-faster than a float32 one: the flag alone does not say so. Measured (docs/experiments/bf16_cpu.md,
-bf16_inference.md, bf16_auto.md): with AMX bf16 is about ten times faster; on an AMD EPYC with
-AVX-512 BF16 2.8x; on an Intel Xeon with AVX-512 BF16 and no AMX flag 0.6x. float32 everywhere else.
+Training (`auto_dtype`, `mixed_precision: auto`): bfloat16 on CUDA devices that support it. On a CPU,
+bfloat16 only where it has a bf16 unit (Intel AMX `amx_bf16`, or AVX-512 BF16 `avx512_bf16`) *and* a
+bf16 matrix product measured here runs clearly faster than a float32 one: the flag alone does not say
+so. Measured (docs/experiments/bf16_cpu.md, bf16_auto.md): with AMX a training-sized product is five
+to ten times faster; on an AMD EPYC with AVX-512 BF16 2.8x; on an Intel Xeon with AVX-512 BF16 and no
+AMX flag 0.6x. float32 everywhere else.
+
+Inference (`inference_dtype`, `load_default(dtype="auto")`): the same on CUDA, float32 on every CPU.
+Generation multiplies one or two rows at a time, where a bf16 product is slower than a float32 one
+even with AMX, and bf16 stories are no faster and score lower (docs/experiments/bf16_inference.md).
 """
 
 from __future__ import annotations
@@ -53,14 +58,22 @@ def cpu_bf16_speedup(size: tuple[int, int, int] = (256, 1024, 1024), repeats: in
     return best[torch.float32] / best[torch.bfloat16]
 
 
-def auto_dtype(device: str | torch.device = "cpu") -> torch.dtype:
-    """bfloat16 on a device that computes it natively and faster, float32 elsewhere. The
-    environment variable HART_VLM_DTYPE=float32 (or bfloat16) overrides the choice."""
+def _forced_dtype() -> torch.dtype | None:
+    """The dtype the environment variable HART_VLM_DTYPE=float32 (or bfloat16) asks for, if set."""
     forced = os.environ.get("HART_VLM_DTYPE")
-    if forced:
-        if forced not in ("float32", "bfloat16"):
-            raise ValueError(f"HART_VLM_DTYPE must be 'float32' or 'bfloat16', got {forced!r}")
-        return getattr(torch, forced)
+    if not forced:
+        return None
+    if forced not in ("float32", "bfloat16"):
+        raise ValueError(f"HART_VLM_DTYPE must be 'float32' or 'bfloat16', got {forced!r}")
+    return getattr(torch, forced)
+
+
+def auto_dtype(device: str | torch.device = "cpu") -> torch.dtype:
+    """For training and other batched work: bfloat16 on a device that computes it natively and
+    faster, float32 elsewhere. HART_VLM_DTYPE=float32 (or bfloat16) overrides the choice."""
+    forced = _forced_dtype()
+    if forced is not None:
+        return forced
     device = torch.device(device)
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
@@ -69,10 +82,20 @@ def auto_dtype(device: str | torch.device = "cpu") -> torch.dtype:
     return torch.float32
 
 
+def inference_dtype(device: str | torch.device = "cpu") -> torch.dtype:
+    """For generation: `auto_dtype` on CUDA, float32 on a CPU (see the module's docstring).
+    HART_VLM_DTYPE=float32 (or bfloat16) overrides the choice."""
+    forced = _forced_dtype()
+    if forced is not None:
+        return forced
+    return auto_dtype(device) if torch.device(device).type == "cuda" else torch.float32
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device = "cpu") -> torch.dtype:
-    """`"auto"` -> `auto_dtype(device)`; a torch floating dtype is returned as it is."""
+    """A model's dtype for generation: `"auto"` -> `inference_dtype(device)`; a torch floating
+    dtype is returned as it is."""
     if dtype == "auto":
-        return auto_dtype(device)
+        return inference_dtype(device)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be 'auto' or a floating torch.dtype such as torch.float32, got {dtype!r}")
     return dtype

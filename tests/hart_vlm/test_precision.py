@@ -1,4 +1,5 @@
-"""dtype="auto": bf16 only on a CPU with a bf16 unit where bf16 is measured to be faster."""
+"""dtype="auto": for training bf16 only on a CPU with a bf16 unit where bf16 is measured to be
+faster; for generation float32 on every CPU."""
 
 import pytest
 import torch
@@ -28,16 +29,35 @@ def cpu(monkeypatch):
 def test_auto_dtype_on_cpu_follows_flag_and_measurement(cpu, has_flag, speedup, expected):
     cpu(has_flag, speedup)
     assert precision.auto_dtype("cpu") == expected
-    assert precision.resolve_dtype("auto", "cpu") == expected
+
+
+@pytest.mark.parametrize(("has_flag", "speedup"), [(True, 10.0), (True, 0.6), (False, 1.0)])
+def test_generation_on_a_cpu_is_float32_whatever_the_unit(cpu, has_flag, speedup):
+    """One or two rows per product: bf16 generation is not faster even with AMX
+    (docs/experiments/bf16_inference.md), so "auto" models load in float32 on a CPU."""
+    cpu(has_flag, speedup)
+    assert precision.inference_dtype("cpu") == torch.float32
+    assert precision.resolve_dtype("auto", "cpu") == torch.float32
+
+
+def test_generation_on_cuda_follows_the_training_choice(monkeypatch):
+    monkeypatch.delenv("HART_VLM_DTYPE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert precision.inference_dtype("cuda") == torch.bfloat16 == precision.auto_dtype("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert precision.inference_dtype("cuda") == torch.float32
 
 
 def test_the_environment_overrides_and_is_checked(cpu, monkeypatch):
     cpu(True, 10.0)
     monkeypatch.setenv("HART_VLM_DTYPE", "float32")
     assert precision.auto_dtype("cpu") == torch.float32
+    monkeypatch.setenv("HART_VLM_DTYPE", "bfloat16")
+    assert precision.inference_dtype("cpu") == torch.bfloat16
     monkeypatch.setenv("HART_VLM_DTYPE", "fp16")
-    with pytest.raises(ValueError, match="HART_VLM_DTYPE must be 'float32' or 'bfloat16'"):
-        precision.auto_dtype("cpu")
+    for choose in (precision.auto_dtype, precision.inference_dtype):
+        with pytest.raises(ValueError, match="HART_VLM_DTYPE must be 'float32' or 'bfloat16'"):
+            choose("cpu")
 
 
 @pytest.mark.parametrize("slow", [torch.float32, torch.bfloat16])
