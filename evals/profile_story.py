@@ -1,7 +1,7 @@
 """Where the time of one story goes: torch.profiler over `generate_story` on the default model (issue 43).
 
     OMP_WAIT_POLICY=PASSIVE python evals/profile_story.py                      # float32
-    python evals/profile_story.py --dtype auto --diffusion-steps 1 --top 25
+    python evals/profile_story.py --dtype bfloat16 --diffusion-steps 1 --top 25
 
 One untimed story first (warm-up), then the same story under the profiler. Printed: the wall time,
 the time inside the library's stages (timers around the LLM passes, the residual head and the decoder;
