@@ -208,7 +208,6 @@ def raster_drawer():
             images = [tensor_to_pil(image) for image in self.tok.decode_latent(latent)]
             end_ids = torch.full((n, 1), model.vocab.image_end_id, device=h.device)
             h_end = state.feed_rows(rows, model.embed_ids(end_ids))[:, -1]
-            state.mirror_twins(rows)
             return images, h_end
 
     return RasterDrawer

@@ -111,8 +111,12 @@ class InterleavedGenerator:
             is_image = active & (token == self.vocab.image_start_id)
             ids = token[:, None].repeat(2, 1) if state.guided else token[:, None]
             real = active[:, None].repeat(2, 1) if state.guided else active[:, None]
-            state.hide_context(is_image.nonzero()[:, 0])  # the twin of an image row sees only this image
-            hidden = state.feed(model.embed_ids(ids), real, torch.full_like(ids, TEXT_BLOCK))
+            compute = None
+            if state.guided:  # text is computed for the conditional rows; the twin of an image row
+                image_rows = is_image.nonzero()[:, 0]  # starts here and sees only this image
+                state.hide_context(image_rows)
+                compute = torch.cat([torch.arange(B, device=token.device), image_rows + B])
+            hidden = state.feed(model.embed_ids(ids), real, torch.full_like(ids, TEXT_BLOCK), compute=compute)
             if retries:
                 for b in range(B):
                     if active[b] and not is_image[b] and self.ends_line(int(token[b])):

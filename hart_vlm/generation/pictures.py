@@ -57,7 +57,6 @@ class PictureDrawer:
             latent = drawn.f_hat + self.sample_residual(drawn.hidden, drawn.codes)
         images = [tensor_to_pil(image) for image in self.tok.decode_latent(latent)]
         h_end = self.feed_tail(rows, latent)
-        self.state.mirror_twins(rows)
         return images, h_end
 
     def draw_codes(self, rows: torch.Tensor, h_start: torch.Tensor) -> Iterator[ImagePreview]:
