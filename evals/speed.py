@@ -207,7 +207,7 @@ def raster_drawer():
             latent = model.codebook()[torch.stack(codes, dim=1)].reshape(n, pn, pn, -1).permute(0, 3, 1, 2)
             images = [tensor_to_pil(image) for image in self.tok.decode_latent(latent)]
             end_ids = torch.full((n, 1), model.vocab.image_end_id, device=h.device)
-            h_end = state.feed_rows(rows, model.embed_ids(end_ids))[:, -1]
+            h_end = state.feed_rows(rows, model.embed_ids(end_ids), twins=False)[:, -1]
             return images, h_end
 
     return RasterDrawer

@@ -191,7 +191,7 @@ class LineRetries:
         return dropped
 
     def _feed_text(self, b: int, ids: list[int]) -> torch.Tensor:
-        """Feeds the text `ids` to row b (and its twin) in one pass -> the hidden state (D,) after the last."""
+        """Feeds the text `ids` to row b in one pass -> the hidden state (D,) after the last."""
         device = self.state.next_pos.device
         embeds = self.state.model.embed_ids(torch.tensor([ids], device=device))  # (1, q, D)
-        return self.state.feed_rows(torch.tensor([b], device=device), embeds)[0, -1]
+        return self.state.feed_rows(torch.tensor([b], device=device), embeds, twins=False)[0, -1]

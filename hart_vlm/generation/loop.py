@@ -133,7 +133,7 @@ class InterleavedGenerator:
                     if s.max_images is not None and records[b].images >= s.max_images and s.force_image_after:
                         done[b] = True  # a forced-image story is complete with its last image
                 hidden = hidden.clone()
-                hidden[state.rows_for(rows), -1] = h_end
+                hidden[rows, -1] = h_end
                 if retries:
                     for b in rows.tolist():
                         retries.start_line(b, hidden[b, -1])

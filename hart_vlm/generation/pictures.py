@@ -49,7 +49,7 @@ class PictureDrawer:
     def draw(self, rows: torch.Tensor, h_start: torch.Tensor) -> Iterator[ImagePreview]:
         """One picture for each conditional row in `rows` (n,), from the hidden states at their
         `<|image_start|>` (n or 2n, D). A generator: it yields each coarse preview as soon as its
-        scale is drawn and returns (PIL images, hidden states at `<|image_end|>` (n or 2n, D))
+        scale is drawn and returns (PIL images, hidden states at `<|image_end|>` (n, D))
         (`images, h_end = yield from drawer.draw(...)`)."""
         drawn = yield from self.draw_codes(rows, h_start)
         latent = drawn.f_hat
@@ -126,4 +126,4 @@ class PictureDrawer:
             context = model.embed_image_inputs(latent.flatten(2).transpose(1, 2).to(tail.dtype),
                                                positions=layout.input_block(layout.num_scales))
             tail = torch.cat([context, tail], dim=1)
-        return self.state.feed_rows(rows, tail, block="scale+text")[:, -1]
+        return self.state.feed_rows(rows, tail, block="scale+text", twins=False)[:, -1]

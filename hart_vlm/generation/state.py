@@ -157,19 +157,21 @@ class DecodeState:
         """Conditional rows -> the rows that compute for them (and, with guidance, their twins)."""
         return torch.cat([rows, rows + self.B]) if self.guided else rows
 
-    def feed_rows(self, rows: torch.Tensor, embeds_nqD: torch.Tensor, block: str = "text") -> torch.Tensor:
+    def feed_rows(self, rows: torch.Tensor, embeds_nqD: torch.Tensor, block: str = "text",
+                  twins: bool = True) -> torch.Tensor:
         """Feeds `embeds` (n, q, D) to the conditional `rows` and the same to their twins; every
         other row gets padding. `block`: "text" (causal), "scale" (one new block) or "scale+text"
-        (a new block, then one causal position: the context block and <|image_end|>). Returns
-        the hidden states of the computing rows (n or 2n, q, D)."""
-        compute = self.rows_for(rows)
+        (a new block, then one causal position: the context block and <|image_end|>). twins=False:
+        the twins hold these positions but are not computed (what no twin will read: text, a
+        picture's tail). Returns the hidden states of the computed rows (n or 2n, q, D)."""
+        compute = self.rows_for(rows) if twins else rows
         R, q = self.num_rows, embeds_nqD.shape[1]
         if self.guided:
             embeds_nqD = embeds_nqD.repeat(2, 1, 1)
         full = embeds_nqD.new_zeros((R, q, embeds_nqD.shape[-1]))
-        full[compute] = embeds_nqD
+        full[self.rows_for(rows)] = embeds_nqD
         real = torch.zeros((R, q), dtype=torch.bool, device=full.device)
-        real[compute] = True
+        real[self.rows_for(rows)] = True
         block_ids = torch.full((R, q), TEXT_BLOCK, dtype=torch.long, device=full.device)
         scale_positions = {"text": 0, "scale": q, "scale+text": q - 1}[block]
         if scale_positions:
