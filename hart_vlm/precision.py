@@ -85,10 +85,10 @@ def auto_dtype(device: str | torch.device = "cpu") -> torch.dtype:
 def inference_dtype(device: str | torch.device = "cpu") -> torch.dtype:
     """For generation: `auto_dtype` on CUDA, float32 on a CPU (see the module's docstring).
     HART_VLM_DTYPE=float32 (or bfloat16) overrides the choice."""
+    if torch.device(device).type == "cuda":
+        return auto_dtype(device)
     forced = _forced_dtype()
-    if forced is not None:
-        return forced
-    return auto_dtype(device) if torch.device(device).type == "cuda" else torch.float32
+    return torch.float32 if forced is None else forced
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device = "cpu") -> torch.dtype:

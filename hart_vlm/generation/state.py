@@ -133,22 +133,21 @@ class DecodeState:
         real = real_Rq.long()
         position_ids = self.next_pos[:, None] + (real.cumsum(-1) - 1).clamp(min=0)
         self.next_pos = self.next_pos + real.sum(-1)
+        rows = slice(None) if compute is None else _as_slice(compute)
         if compute is not None:
             computed = torch.zeros_like(real)
-            computed[compute] = 1
+            computed[rows] = 1
             real = real * computed
         self.mask = torch.cat([self.mask, real], dim=1)
         self.blocks = torch.cat([self.blocks, block_Rq], dim=1)
-        if compute is None:
-            hidden, self.cache = self.model.run_backbone(embeds_RqD, self.mask, self.blocks, position_ids,
-                                                         cache=self.cache, use_cache=True)
-            return hidden
-        self.cache.rows = rows = _as_slice(compute)
+        self.cache.rows = rows
         try:
             out, self.cache = self.model.run_backbone(embeds_RqD[rows], self.mask[rows], self.blocks[rows],
                                                       position_ids[rows], cache=self.cache, use_cache=True)
         finally:
             self.cache.rows = slice(None)
+        if out.shape[0] == embeds_RqD.shape[0]:  # every row computed
+            return out
         hidden = out.new_zeros(embeds_RqD.shape[:2] + out.shape[-1:])
         hidden[rows] = out
         return hidden
@@ -164,14 +163,15 @@ class DecodeState:
         (a new block, then one causal position: the context block and <|image_end|>). twins=False:
         the twins hold these positions but are not computed (what no twin will read: text, a
         picture's tail). Returns the hidden states of the computed rows (n or 2n, q, D)."""
-        compute = self.rows_for(rows) if twins else rows
+        fed = self.rows_for(rows)
+        compute = fed if twins else rows
         R, q = self.num_rows, embeds_nqD.shape[1]
         if self.guided:
             embeds_nqD = embeds_nqD.repeat(2, 1, 1)
         full = embeds_nqD.new_zeros((R, q, embeds_nqD.shape[-1]))
-        full[self.rows_for(rows)] = embeds_nqD
+        full[fed] = embeds_nqD
         real = torch.zeros((R, q), dtype=torch.bool, device=full.device)
-        real[self.rows_for(rows)] = True
+        real[fed] = True
         block_ids = torch.full((R, q), TEXT_BLOCK, dtype=torch.long, device=full.device)
         scale_positions = {"text": 0, "scale": q, "scale+text": q - 1}[block]
         if scale_positions:

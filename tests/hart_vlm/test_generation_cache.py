@@ -65,3 +65,21 @@ def test_reordered_rows_keep_their_keys(text_tokenizer):
     alone = DecodeState(model, 1, guided=False)
     alone.prefill(embeds, torch.ones(1, 6, dtype=torch.long), torch.full((1, 6), TEXT_BLOCK))
     torch.testing.assert_close(alone.feed(step, real, blocks)[0], out[0], atol=1e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_twins_hold_the_positions_they_are_not_computed_for(text_tokenizer):
+    """feed_rows(..., twins=False) (text, a picture's tail): the twins' position ids advance with
+    their rows, their new columns stay masked, and only the conditional rows come back."""
+    model = build_tiny(text_tokenizer)
+    state = DecodeState(model, 2, guided=True)
+    embeds, real, blocks = _text(model, 2, 4, seed=5)
+    state.prefill(embeds, real.long(), blocks)
+    rows = torch.tensor([1])
+    step = _text(model, 1, 3, seed=6)[0]
+    out = state.feed_rows(rows, step, block="scale+text", twins=False)
+    assert out.shape == (1, 3, model.config.text_config.hidden_size)
+    assert state.next_pos.tolist() == [4, 7, 4, 7]
+    assert state.mask[:, -3:].tolist() == [[0, 0, 0], [1, 1, 1], [0, 0, 0], [0, 0, 0]]
+    both = state.feed_rows(rows, step, block="scale")  # a picture's scale: the twin computes too
+    assert both.shape[0] == 2 and state.mask[3, -3:].tolist() == [1, 1, 1]
