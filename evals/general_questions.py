@@ -109,10 +109,12 @@ def base_answers(max_new_tokens: int) -> list[tuple[str, int]]:
     return out
 
 
-def model_answers(name: str, max_new_tokens: int) -> list[tuple[str, int]]:
+def model_answers(name: str, max_new_tokens: int, dtype: str = "float32") -> list[tuple[str, int]]:
+    import torch
+
     import hart_vlm
 
-    model = hart_vlm.load_default(name)
+    model = hart_vlm.load_default(name, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
     out = []
     for question, _ in QUESTIONS:
         reply = model.chat([{"role": "user", "content": question}], reply="free", seed=0, temperature=0.0,
@@ -135,17 +137,21 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["smollm2-base", "smollm2", "tiny"])
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--out", default=None, help="write the answers and scores as JSON")
+    parser.add_argument("--dtype", choices=["float32", "auto"], default="float32",
+                        help="the packaged models' load_default dtype (auto: this machine's fastest)")
     args = parser.parse_args()
     check_disjoint()
     results = {}
     for name in args.models:
         start = time.time()
-        answers = base_answers(args.max_new_tokens) if name == "smollm2-base" else model_answers(name, args.max_new_tokens)
+        answers = (base_answers(args.max_new_tokens) if name == "smollm2-base"
+                   else model_answers(name, args.max_new_tokens, args.dtype))
         rows = [{"question": q, "answer": a, "images": n, "right": score(a, pattern, n)}
                 for (q, pattern), (a, n) in zip(QUESTIONS, answers)]
         results[name] = {"right": sum(r["right"] for r in rows), "with_pictures": sum(r["images"] > 0 for r in rows),
                          "seconds": round(time.time() - start, 1), "rows": rows}
-    print(f"general questions ({len(QUESTIONS)}), {platform.processor() or platform.machine()}, greedy text")
+    print(f"general questions ({len(QUESTIONS)}), {platform.processor() or platform.machine()}, greedy text, "
+          f"dtype {args.dtype}")
     print("| model | right | answers with a picture | seconds |\n| --- | --- | --- | --- |")
     for name, r in results.items():
         print(f"| {name} | {r['right']} / {len(QUESTIONS)} | {r['with_pictures']} | {r['seconds']} |")

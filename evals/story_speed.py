@@ -9,9 +9,11 @@ seeds 0..N-1) after one untimed warm-up story; the configurations take turns sto
 change in the machine's load falls on all of them alike. Printed per configuration: median (min / max)
 seconds per story, the LLM passes per story and the milliseconds per pass: a dtype can change the text
 (greedy choices flip), so stories of equal settings differ in length and s / story alone confounds
-speed with length. The `auto` dtype is what `load_default(dtype="auto")` picks on this machine (float32
-on a CPU); the measured bf16 speed-up of a training-sized product, which decides training's dtype, is
-printed. Results: `--json`, default evals/results/story_speed.json.
+speed with length. The `auto` dtype is what `load_default(dtype="auto")` picks on this machine: float32
+weights on a CPU, with the products of many-row passes in bf16 where a bf16 product pays and the backbone
+is wide enough (the "products" column; hart_vlm.precision.bf16_products_pay); the measured bf16 speed-up
+of a training-sized product, which decides that and training's dtype, is printed. Results: `--json`,
+default evals/results/story_speed.json.
 """
 
 from __future__ import annotations
@@ -59,13 +61,15 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--stories must be at least 1, got {args.stories}")
 
     from hart_vlm import load_default
-    from hart_vlm.precision import auto_dtype, cpu_bf16_speedup, cpu_has_bf16, inference_dtype
+    from hart_vlm.precision import (MIN_BF16_WIDTH, auto_dtype, bf16_products_pay, cpu_bf16_speedup, cpu_has_bf16,
+                                    inference_dtype)
 
     speed = load_script(HERE / "speed.py", "evals_speed")
     info = speed.machine(torch.device("cpu"))
     info["bf16_unit"] = cpu_has_bf16()
     info["bf16_speedup_measured"] = round(cpu_bf16_speedup(), 2)
     info["auto_dtype"] = str(inference_dtype("cpu")).removeprefix("torch.")
+    info["auto_bf16_products"] = bf16_products_pay("cpu", MIN_BF16_WIDTH)
     info["training_auto_dtype"] = str(auto_dtype("cpu")).removeprefix("torch.")
     models = {}
     for name in args.models:
@@ -83,16 +87,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"{info['cpu']}, {info['usable_cores']} usable cores, {info['torch_threads']} torch threads, torch "
           f"{info['torch']}; bf16 unit: {info['bf16_unit']}, a bf16 matrix product {info['bf16_speedup_measured']}x "
-          f"float32's (training's auto: {info['training_auto_dtype']}); load_default(dtype='auto'): {info['auto_dtype']}; "
+          f"float32's (training's auto: {info['training_auto_dtype']}); "
+          f"load_default(dtype='auto'): {info['auto_dtype']}"
+          f"{f', bf16 products from width {MIN_BF16_WIDTH}' if info['auto_bf16_products'] else ''}; "
           f"{args.stories} stories per row: {args.prompt!r}")
-    print("| model | dtype | s / story, median | min / max | LLM passes / story | ms / pass |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print("| model | dtype | products | s / story, median | min / max | LLM passes / story | ms / pass |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
     rows = []
     for (name, dtype), t in times.items():
         ms_per_pass = 1000 * sum(t) / sum(passes[name, dtype])
-        rows.append({"model": name, "dtype": dtype, "seconds": t, "median": statistics.median(t),
+        products = "bfloat16" if getattr(models[name, dtype], "bf16_products", False) else "as the weights"
+        rows.append({"model": name, "dtype": dtype, "products": products, "seconds": t, "median": statistics.median(t),
                      "passes": passes[name, dtype], "ms_per_pass": ms_per_pass})
-        print(f"| {name} | {dtype} | {statistics.median(t):.2f} | {min(t):.2f} / {max(t):.2f} | "
+        print(f"| {name} | {dtype} | {products} | {statistics.median(t):.2f} | {min(t):.2f} / {max(t):.2f} | "
               f"{statistics.median(passes[name, dtype]):.0f} | {ms_per_pass:.1f} |")
     result = {"machine": info, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "prompt": args.prompt, "stories": args.stories, "rows": rows}

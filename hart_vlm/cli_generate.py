@@ -42,14 +42,15 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_named_model(name: str | None, device: str = "cpu"):
-    """A packaged model by name (None: the default) or a saved HartVLM folder, on `device`."""
+    """A packaged model by name (None: the default) or a saved HartVLM folder, on `device`, in the
+    dtype that runs fastest there (dtype="auto"; HART_VLM_DTYPE=float32 keeps float32 throughout)."""
     import torch
 
     from .default_model import PACKAGED_MODELS, load_default, load_model
 
     if name is None or name in PACKAGED_MODELS:
-        return load_default(name, device=device)
-    return load_model(name, torch.device(device))
+        return load_default(name, device=device, dtype="auto")
+    return load_model(name, torch.device(device), dtype="auto")
 
 
 def check_device(device: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .precision import resolve_dtype
+from .precision import bf16_products_pay, resolve_dtype
 
 PACKAGED_MODELS = ("tiny", "smollm2")
 DEFAULT_MODEL = "tiny"
@@ -85,14 +85,18 @@ def has_default_model(name: str = DEFAULT_MODEL) -> bool:
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32):
     """A saved HartVLM folder (or LoRA package) on `device`, in eval mode, in `dtype` ("auto": bf16
-    on a GPU that supports it, float32 on a CPU: hart_vlm.precision.inference_dtype). Packaged
-    folders store fp16 or bf16; float32 is the default on a CPU, where fp16 runs many times slower."""
+    on a GPU that supports it; float32 on a CPU, with the products of many-row passes in bf16 where
+    they pay: hart_vlm.precision.bf16_products_pay). Packaged folders store fp16 or bf16; float32 is the default on a
+    CPU, where fp16 runs many times slower."""
     from .modeling_hart_vlm import HartVLM
 
     device = torch.device(device)
+    auto = dtype == "auto"
     dtype = resolve_dtype(dtype, device)
     with _quiet_loading():
         model = HartVLM.from_pretrained(path, dtype=dtype)  # the residual heads stay float32
+    width = model.config.text_config.hidden_size
+    model.bf16_products = auto and dtype == torch.float32 and bf16_products_pay(device, width)
     return model.to(device=device).eval()
 
 
@@ -116,8 +120,9 @@ def load_default(name: str | None = None, *, device: str | torch.device = "cpu",
     """Loads a packaged model (with its processor) on `device`, in `dtype`.
 
     name: "tiny" or "smollm2" (PACKAGED_MODELS); None: DEFAULT_MODEL.
-    dtype: a floating torch dtype, or "auto": bf16 on a GPU that supports it, float32 on a CPU, where
-        bf16 generation is not faster even with AMX (hart_vlm.precision.inference_dtype).
+    dtype: a floating torch dtype, or "auto": bf16 on a GPU that supports it; float32 weights on a CPU,
+        with the products of many-row passes (prompts, a picture's scales) in bf16 where the CPU's
+        bf16 unit pays and the backbone is wide enough (`HartVLM.bf16_products`, hart_vlm.precision).
     path: load a packaged folder other than the installed one (the packaging script checks its
         output this way).
     """

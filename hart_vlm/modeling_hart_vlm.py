@@ -29,6 +29,7 @@ from hart.tokenizer import HybridEncoding, HybridTokenizer
 
 from .bridge import ImageBridge
 from .configuration_hart_vlm import HartVLMConfig
+from .precision import products_in_bf16
 from .sampling import SamplingConfig
 
 IGNORE_INDEX = -100
@@ -94,6 +95,7 @@ class HartVLM(HartVLMPreTrainedModel):
         self.layout = config.layout
         self.vocab = config.vocabulary
         self.processor = None  # a HartVLMProcessor, attached by from_pretrained / load_default
+        self.bf16_products = False  # passes of many rows, no autograd: products in bf16 (precision); "auto" sets it
         self.post_init()
         # the sampling defaults of chat / generate_story (hart_vlm.sampling), saved as generation_config.json
         self.generation_config = SamplingConfig().to_generation_config()
@@ -216,13 +218,11 @@ class HartVLM(HartVLMPreTrainedModel):
             and_mask_function=None if context_start is None else _context_start_mask(context_start),
             block_sequence_ids=block_ids,
         )
-        out = self.backbone.get_decoder()(
-            inputs_embeds=inputs_embeds,
-            attention_mask=mask,
-            position_ids=position_ids,
-            cache=cache,
-            use_cache=use_cache,
-        )
+        decoder = self.backbone.get_decoder()
+        many_rows = inputs_embeds.shape[0] * inputs_embeds.shape[1] > 1 and not torch.is_grad_enabled()
+        with products_in_bf16(decoder, enabled=self.bf16_products and many_rows):
+            out = decoder(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids,
+                          cache=cache, use_cache=use_cache)
         return out.last_hidden_state, out.cache
 
     def text_logits(self, hidden_BLD: torch.Tensor) -> torch.Tensor:

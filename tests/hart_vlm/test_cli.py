@@ -67,3 +67,16 @@ def test_the_command_bounds_the_thread_spin_before_torch_unless_a_policy_is_set(
     env["OMP_WAIT_POLICY"] = "PASSIVE"  # the user's choice wins
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.split() == ["None", "False"]
+
+
+def test_the_commands_load_their_model_in_the_fastest_dtype_here(monkeypatch, tmp_path):
+    """`hart-vlm story | chat | serve` load with dtype="auto" (float32 weights on a CPU, bf16 products
+    where they pay); HART_VLM_DTYPE=float32 is the way to keep float32 throughout."""
+    from hart_vlm import cli_generate, default_model
+
+    calls = []
+    monkeypatch.setattr(default_model, "load_default", lambda name, **kw: calls.append((name, kw)))
+    monkeypatch.setattr(default_model, "load_model", lambda path, device, dtype: calls.append((path, dtype)))
+    cli_generate.load_named_model("smollm2", "cpu")
+    cli_generate.load_named_model(str(tmp_path), "cpu")
+    assert calls == [("smollm2", {"device": "cpu", "dtype": "auto"}), (str(tmp_path), "auto")]

@@ -57,6 +57,17 @@ def test_load_model_reads_an_fp16_folder_as_float32_on_cpu():
     assert {p.dtype for n, p in loaded.named_parameters() if n.startswith(heads)} == {torch.float32}
     model = load_model(default_model_path(), "cpu")
     assert not model.training and {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.bf16_products is False  # only "auto" chooses bf16 products
+
+
+@pytest.mark.parametrize("pays", [True, False])
+def test_auto_loads_float32_weights_with_bf16_products_where_they_pay(monkeypatch, pays):
+    from hart_vlm import default_model as dm
+
+    monkeypatch.setattr(dm, "bf16_products_pay", lambda device, width: pays and width == 256)
+    model = dm.load_model(default_model_path(), "cpu", dtype="auto")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.bf16_products is pays
 
 
 def test_a_story_has_a_picture_for_every_step(default_model, tmp_path):

@@ -494,3 +494,28 @@ def test_the_same_seed_gives_the_same_story_bytes_in_another_process(tiny_model,
     here = hashlib.sha256((tmp_path / "here" / "story.json").read_bytes()
                           + b"".join(s.image.tobytes() for s in story.steps if s.image)).hexdigest()
     assert digests == [here, here]
+
+
+def test_bf16_products_are_used_by_the_passes_of_many_rows_only(tiny_model, monkeypatch):
+    """With `bf16_products` the prompt and the picture's scales multiply in bf16 and every one-row text
+    pass in float32; the answer is still whole (a picture, text) and the cache float32."""
+    from hart_vlm import precision
+
+    rows_in_bf16 = []
+    real = precision.bf16_linear
+
+    def counting(x, weight, bias=None):
+        rows_in_bf16.append(x.shape[:-1].numel())
+        return real(x, weight, bias)
+
+    monkeypatch.setattr(precision, "bf16_linear", counting)
+    tiny_model.bf16_products = True
+    try:
+        runner, _, events = _run(tiny_model, SamplingConfig(max_new_tokens=20, force_image_after=EVERY_FEW_TOKENS,
+                                                            max_images=1))
+    finally:
+        tiny_model.bf16_products = False
+    assert len(collect(events).images) == 1
+    assert rows_in_bf16 and min(rows_in_bf16) > 1
+    assert 2 * tiny_model.layout.last_scale_length in rows_in_bf16  # the last scale with its guidance twin
+    assert {runner.state.cache.layers[0].keys.dtype} == {torch.float32}
