@@ -118,6 +118,18 @@ def bf16_products_pay(device: str | torch.device, hidden_size: int) -> bool:
             and auto_dtype(device) == torch.bfloat16)
 
 
+@functools.cache
+def packed_bf16_works() -> bool:
+    """Whether this torch build multiplies oneDNN-packed bf16 weights on this CPU (inductor's ops
+    `mkldnn._reorder_linear_weight` and `_linear_pointwise`), checked once against a plain bf16 product."""
+    x, w = torch.ones(1, 8, dtype=torch.bfloat16), torch.ones(4, 8, dtype=torch.bfloat16)
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, 1)
+        return torch.equal(torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], ""), F.linear(x, w))
+    except (AttributeError, RuntimeError):  # no oneDNN, or no bf16 kernel for this CPU
+        return False
+
+
 # id(weight) -> (weak reference to it, (version, data pointer) when packed, its bf16 copy)
 _PACKS: dict[int, tuple[weakref.ref, tuple[int, int], torch.Tensor]] = {}
 
@@ -131,10 +143,8 @@ def _bf16_weight(weight: torch.Tensor) -> torch.Tensor:
     if entry is not None and entry[0]() is weight and entry[1] == stamp:
         return entry[2]
     copy = weight.detach().to(torch.bfloat16)
-    try:
+    if packed_bf16_works():
         copy = torch.ops.mkldnn._reorder_linear_weight(copy, 64)
-    except (AttributeError, RuntimeError):  # no oneDNN in this build: the plain copy
-        pass
     _PACKS[key] = (weakref.ref(weight, lambda _, key=key: _PACKS.pop(key, None)), stamp, copy)
     return copy
 

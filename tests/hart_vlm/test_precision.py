@@ -99,8 +99,14 @@ def test_bf16_products_need_a_wide_backbone_and_can_be_turned_off(cpu, monkeypat
     assert precision.bf16_products_pay("cpu", 576) is False
 
 
+@pytest.mark.parametrize("packed", [True, False])
 @pytest.mark.parametrize("bias", [False, True])
-def test_bf16_linear_is_the_product_of_bf16_rounded_inputs_in_float32(bias):
+def test_bf16_linear_is_the_product_of_bf16_rounded_inputs_in_float32(monkeypatch, bias, packed):
+    """oneDNN's packed weights where this build has them, plain bf16 copies elsewhere: the same numbers."""
+    if packed and not precision.packed_bf16_works():
+        pytest.skip("this torch build has no packed bf16 products on this CPU")
+    monkeypatch.setattr(precision, "packed_bf16_works", lambda: packed)
+    monkeypatch.setattr(precision, "_PACKS", {})
     torch.manual_seed(0)
     layer = torch.nn.Linear(48, 24, bias=bias)
     x = torch.randn(2, 5, 48)
