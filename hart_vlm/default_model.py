@@ -86,8 +86,8 @@ def has_default_model(name: str = DEFAULT_MODEL) -> bool:
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32):
     """A saved HartVLM folder (or LoRA package) on `device`, in eval mode, in `dtype` ("auto": bf16
     on a GPU that supports it; float32 on a CPU, with the products of many-row passes in bf16 where
-    they pay: hart_vlm.precision.bf16_products_pay). Packaged folders store fp16 or bf16; float32 is the default on a
-    CPU, where fp16 runs many times slower."""
+    they pay: hart_vlm.precision.bf16_products_pay). Packaged folders store fp16 or bf16; float32 is
+    the default on a CPU, where fp16 runs many times slower."""
     from .modeling_hart_vlm import HartVLM
 
     device = torch.device(device)

@@ -31,7 +31,7 @@ CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 # choice that does not flip from one process to the next on timing noise).
 MIN_BF16_SPEEDUP = 1.3
 # Narrower backbones spend a many-row pass on other work than products: the tiny model (256 wide)
-# draws its pictures no faster with bf16 products, SmolLM2 (576) 30% faster (bf16_products.md).
+# draws its pictures no faster with bf16 products, SmolLM2 (576) 27-30% faster (bf16_products.md).
 MIN_BF16_WIDTH = 512
 
 
@@ -121,7 +121,8 @@ def bf16_products_pay(device: str | torch.device, hidden_size: int) -> bool:
 @functools.cache
 def packed_bf16_works() -> bool:
     """Whether this torch build multiplies oneDNN-packed bf16 weights on this CPU (inductor's ops
-    `mkldnn._reorder_linear_weight` and `_linear_pointwise`), checked once against a plain bf16 product."""
+    `mkldnn._reorder_linear_weight` and `_linear_pointwise`), checked once against a plain bf16
+    product."""
     x, w = torch.ones(1, 8, dtype=torch.bfloat16), torch.ones(4, 8, dtype=torch.bfloat16)
     try:
         packed = torch.ops.mkldnn._reorder_linear_weight(w, 1)
@@ -162,11 +163,11 @@ def bf16_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 @contextlib.contextmanager
 def products_in_bf16(module: torch.nn.Module, enabled: bool = True):
     """Inside it (when `enabled`), the float32 CPU `nn.Linear` layers of `module` multiply as
-    `bf16_linear`; everything else (norms, attention, the residual stream, the KV cache) stays float32. Generation
-    enters it for passes of more than one row (`HartVLM.run_backbone`). It sets each layer's
-    `forward` for the duration: about a microsecond per layer, where a TorchFunctionMode costs every
-    operation of the pass a Python call (~12 ms per SmolLM2 pass, measured). A layer whose `forward`
-    someone else has set (accelerate's hooks) is left as it is."""
+    `bf16_linear`; everything else (norms, attention, the residual stream, the KV cache) stays
+    float32. Generation enters it for passes of more than one row (`HartVLM.run_backbone`). It sets
+    each layer's `forward` for the duration: about a microsecond per layer, where a TorchFunctionMode
+    costs every operation of the pass a Python call (~12 ms per SmolLM2 pass, measured). A layer
+    whose `forward` someone else has set (accelerate's hooks) is left as it is."""
     layers = [m for m in module.modules() if isinstance(m, torch.nn.Linear) and "forward" not in vars(m)
               and m.weight.dtype == torch.float32 and m.weight.device.type == "cpu"] if enabled else []
     for layer in layers:
