@@ -70,8 +70,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the default model)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "auto"),
-                        help="the model's dtype ('auto': load_default's choice, bf16 on a GPU that supports it, "
-                             "float32 on a CPU; the residual heads stay float32)")
+                        help="the model's dtype ('auto': load_default's choice, bf16 on a GPU that supports it; "
+                             "float32 weights on a CPU, with bf16 products in many-row passes where they pay; "
+                             "the residual heads stay float32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="default evals/results/<eval>_<model>.json")
     parser.add_argument("--plot", type=Path, default=None,

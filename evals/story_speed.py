@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for (name, dtype), t in times.items():
         ms_per_pass = 1000 * sum(t) / sum(passes[name, dtype])
-        products = "bfloat16" if getattr(models[name, dtype], "bf16_products", False) else "as the weights"
+        products = "bfloat16" if models[name, dtype].bf16_products else "as the weights"
         rows.append({"model": name, "dtype": dtype, "products": products, "seconds": t, "median": statistics.median(t),
                      "passes": passes[name, dtype], "ms_per_pass": ms_per_pass})
         print(f"| {name} | {dtype} | {products} | {statistics.median(t):.2f} | {min(t):.2f} / {max(t):.2f} | "

@@ -22,6 +22,7 @@ def test_story_speed_times_each_dtype(tiny_model_dir, tmp_path, monkeypatch):
                                             "--json", str(out), "--prompt", "How do I build a pine stool?"])
     assert loaded == [torch.float32, torch.bfloat16]
     assert [(row["dtype"], len(row["seconds"])) for row in result["rows"]] == [("float32", 1), ("bfloat16", 1)]
+    assert {row["products"] for row in result["rows"]} == {"as the weights"}  # no bf16_products without "auto"
     assert all(row["median"] > 0 for row in result["rows"])
     # the backbone's passes were counted for every story
     assert all(row["passes"][0] > 0 and row["ms_per_pass"] > 0 for row in result["rows"])
